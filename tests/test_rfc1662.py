@@ -599,3 +599,14 @@ def test_deframer_closing_flag_does_not_open_next_frame() -> None:
         d = Deframer()
         assert feed_all(d, chunks) == [GOOD]
         assert d.garbage_bytes == len(GOOD) - 1
+
+
+def test_bench_runs_and_naive_baseline_agrees() -> None:
+    from bench import codec
+
+    assert codec.naive_fcs16(b"123456789") == 0x906E
+    assert codec.naive_check(GOOD)
+    rows = codec.run(seconds=0.01)
+    assert {r["frame_bytes"] for r in rows} == {64, 256}
+    assert all(isinstance(r["frames_per_s"], float) and r["frames_per_s"] > 0 for r in rows)
+    assert "frames/s" in codec.format_table(rows)
