@@ -1,0 +1,274 @@
+"""Configuration: one JSON file, read and validated by every process at start.
+
+The path comes from ``METERLINK_CONFIG`` (default ``./dev.json``), the run
+directory (sockets, pid and state files) from ``METERLINK_RUN_DIR`` (default
+``./run``), created with mode 0700. The reference solution's ``UART`` and
+``TCP_SERVER`` sections keep their keys and meaning; the other sections are
+meterlink's own. Every key has a default except ``UART.port`` and
+``TCP_SERVER.host``/``port``; unknown keys are errors, so a typo is caught at
+start instead of being silently ignored.
+
+String values may name the run directory as ``{run_dir}`` (for example
+``"{run_dir}/meter.tty"``); it is replaced after validation.
+
+A bad file raises ``ConfigError`` whose message names the key and the
+problem; ``load_or_exit`` prints it and ends the process with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+
+ENV_CONFIG = "METERLINK_CONFIG"
+ENV_RUN_DIR = "METERLINK_RUN_DIR"
+DEFAULT_CONFIG = "dev.json"
+DEFAULT_RUN_DIR = "run"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, not JSON, or breaks the schema."""
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(required),
+        "additionalProperties": False,
+        "default": {},
+    }
+
+
+_NUM = "number"
+_INT = "integer"
+
+
+def _num(default: float, minimum: float = 0) -> dict[str, Any]:
+    return {"type": _NUM, "minimum": minimum, "default": default}
+
+
+def _int(default: int, minimum: int = 0, maximum: int | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": _INT, "minimum": minimum, "default": default}
+    if maximum is not None:
+        spec["maximum"] = maximum
+    return spec
+
+
+_ARGV = {"type": "array", "items": {"type": "string"}, "default": []}
+_HOSTPORT = {
+    "type": "array",
+    "items": [{"type": "string", "minLength": 1}, {"type": _INT, "minimum": 1, "maximum": 65535}],
+    "minItems": 2,
+    "maxItems": 2,
+}
+
+SCHEMA: dict[str, Any] = _obj(
+    {
+        "UART": _obj(
+            {
+                # A device path or any pyserial URL (socket://, rfc2217://, loop://).
+                "port": {"type": "string", "minLength": 1},
+                "baudrate": _int(115200, 50),
+                "bytesize": {"enum": [5, 6, 7, 8], "default": 8},
+                # Reference values 0/1/2 (none/even/odd) or pyserial letters.
+                "parity": {"enum": [0, 1, 2, 3, 4, "N", "E", "O", "M", "S"], "default": 0},
+                "stopbits": {"enum": [1, 1.5, 2], "default": 1},
+                "flowctl": {"enum": [0, 1], "default": 0},  # 0 none, 1 RTS/CTS
+                "rs485": {"type": "boolean", "default": False},
+                "profile": {"enum": ["quectel", "rfc1662"], "default": "quectel"},
+                "accm": _int(0xFFFFFFFF, 0, 0xFFFFFFFF),
+                "max_info": _int(1024, 1, 65534),
+                "idle_gap_ms": _num(20),
+                "reopen_min_s": _num(0.2),
+                "reopen_max_s": _num(5),
+            },
+            ("port",),
+        ),
+        "TCP_SERVER": _obj(
+            {
+                "host": {"type": "string", "minLength": 1},
+                "port": _int(0, 1, 65535),
+                "timeout": _num(5),  # connect timeout, seconds
+                "keep_alive": _int(60),  # TCP keep-alive idle seconds; 0 turns it off
+                "reconnect_min_s": _num(0.5),
+                "reconnect_max_s": _num(30),
+                "tls": _obj(
+                    {
+                        "enabled": {"type": "boolean", "default": False},
+                        "ca": {"type": "string", "default": ""},
+                        "cert": {"type": "string", "default": ""},
+                        "key": {"type": "string", "default": ""},
+                        "verify": {"type": "boolean", "default": True},
+                        "server_hostname": {"type": "string", "default": ""},
+                    }
+                ),
+                # Sent on every connect / every interval: hex, or a template
+                # such as "REG {device_name} {meter_sn}\r\n" when "format" is text.
+                "registration": _obj(
+                    {
+                        "payload": {"type": "string", "default": ""},
+                        "format": {"enum": ["hex", "text"], "default": "hex"},
+                    }
+                ),
+                "heartbeat": _obj(
+                    {
+                        "interval_s": _num(0),
+                        "payload": {"type": "string", "default": ""},
+                        "format": {"enum": ["hex", "text"], "default": "hex"},
+                    }
+                ),
+                "spool": _obj(
+                    {
+                        "max_bytes": _int(16 * 1024 * 1024, 1024),
+                        "max_age_s": _num(7 * 24 * 3600, 1),
+                    }
+                ),
+            },
+            ("host", "port"),
+        ),
+        "DEVICE": _obj(
+            {
+                "name": {"type": "string", "default": "meterlink"},
+                "meter_sn": {"type": "string", "default": ""},
+                # Parameter ids the meter may SET; stored in the run directory.
+                "writable": {
+                    "type": "array",
+                    "items": {"type": _INT, "minimum": 0, "maximum": 0xFFFF},
+                    "default": [0x8007],
+                },
+            }
+        ),
+        "RESOLVER": _obj(
+            {
+                # Modules with @resolver.register handlers, imported by every worker.
+                "handlers": {"type": "array", "items": {"type": "string"}, "default": []},
+                "prefetch": _int(8, 1),
+            }
+        ),
+        "WATCHDOG": _obj(
+            {
+                "interval_s": _num(5, 0.05),
+                "timeout_s": _num(3, 0.01),
+                # [[host, port], ...]; empty means the HES address.
+                "targets": {"type": "array", "items": _HOSTPORT, "default": []},
+                "radio_cycle_after": _int(3, 1),
+                "reboot_after": _int(6, 1),
+                "radio_cycle_cmd": _ARGV,
+                "reboot_cmd": _ARGV,
+                "status_interval_s": _num(10, 0.05),
+                "lqi": _obj(
+                    {
+                        "source": {"enum": ["fixed", "command", "at"], "default": "fixed"},
+                        "value": _int(99, 0, 255),
+                        "command": _ARGV,
+                        # Regex whose first group is the value (command output).
+                        "pattern": {"type": "string", "default": r"(\d+)"},
+                        "at_port": {"type": "string", "default": ""},
+                        "at_baudrate": _int(115200, 50),
+                    }
+                ),
+            }
+        ),
+        "BUS": _obj(
+            {
+                "transport": {"enum": ["ipc", "tcp"], "default": "ipc"},
+                "host": {"type": "string", "default": "127.0.0.1"},
+                "base_port": _int(5550, 1, 65000),
+                "services": {"type": "array", "items": {"type": "string"}, "default": []},
+            }
+        ),
+        "LOG": _obj({"level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"], "default": "INFO"}}),
+    },
+    ("UART", "TCP_SERVER"),
+)
+
+_validate = fastjsonschema.compile(SCHEMA)
+
+
+def _fill_defaults(schema: dict[str, Any], doc: dict[str, Any]) -> None:
+    """Put in every missing key that has a default, all the way down."""
+    for key, spec in schema.get("properties", {}).items():
+        if key not in doc and "default" in spec:
+            doc[key] = json.loads(json.dumps(spec["default"]))
+        if spec.get("type") == "object" and isinstance(doc.get(key), dict):
+            _fill_defaults(spec, doc[key])
+
+
+def _key_of(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    parts = [str(p) for p in (exc.path or [])]
+    if parts and parts[0] == "data":
+        parts = parts[1:]
+    return ".".join(parts) or "(top level)"
+
+
+def validate(doc: Any) -> dict[str, Any]:
+    """Validate a parsed document, fill defaults; raise ConfigError naming the key."""
+    if not isinstance(doc, dict):
+        raise ConfigError("config: the top level must be a JSON object")
+    doc = json.loads(json.dumps(doc))
+    _fill_defaults(SCHEMA, doc)
+    try:
+        out = _validate(doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        message = str(exc.message)
+        if exc.name and message.startswith(exc.name):
+            message = message[len(exc.name) :].strip()
+        raise ConfigError(f"config key {_key_of(exc)}: {message}") from None
+    assert isinstance(out, dict)
+    return out
+
+
+def _expand(value: Any, run_dir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{run_dir}", run_dir)
+    if isinstance(value, list):
+        return [_expand(v, run_dir) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, run_dir) for k, v in value.items()}
+    return value
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+
+
+def run_dir() -> str:
+    """The run directory, created with mode 0700 if it does not exist."""
+    path = os.path.abspath(os.environ.get(ENV_RUN_DIR) or DEFAULT_RUN_DIR)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def load(path: str | Path | None = None, run_directory: str | None = None) -> dict[str, Any]:
+    """Read, validate and expand the configuration file."""
+    file = Path(path) if path is not None else config_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {file}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {file}: not JSON: {exc}") from None
+    cfg = validate(doc)
+    rd = run_directory if run_directory is not None else run_dir()
+    expanded = _expand(cfg, rd)
+    assert isinstance(expanded, dict)
+    expanded["_run_dir"] = rd
+    expanded["_path"] = str(file)
+    return expanded
+
+
+def load_or_exit(path: str | Path | None = None) -> dict[str, Any]:
+    """``load``, but a bad file ends the process with the message and status 2."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"meterlink: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,503 @@
+"""The service base: what every meterlink process is built on.
+
+It plays the part of the reference solution's ``Application``: a service
+connects to the broker, heartbeats, receives the operations addressed to it,
+publishes and subscribes to events, and addresses the others by name, so that
+``app.client.send(data)`` works here as ``CurrentApp().client.send(data)``
+does there.
+
+Theory of operation: one thread runs ``run()``, a poll loop over the inbox,
+the event subscription, any thread inboxes and the signal wake-up pipe. On
+every pass it handles what arrived, then does its housekeeping (timers,
+heartbeat, flushing the outbox). Reader threads (a serial port, a TCP socket)
+never touch a bus socket: they post to a ``ThreadInbox`` (inproc PUSH/PULL),
+which never blocks them; a full inbox counts a drop. Sends to the broker never
+block either: what the socket will not take now waits in a bounded outbox and
+the oldest is dropped, with a count, when it is full.
+
+SIGTERM or SIGINT only sets a flag; the loop then closes every socket with
+linger 0 and terminates the context it created, well within a second.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from common import bus
+from common.config import ConfigError
+
+log = logging.getLogger("meterlink")
+
+Handler = Callable[[bus.Envelope], None]
+
+
+def setup_logging(level: str = "INFO", name: str = "") -> None:
+    """One line per event to stderr, which supervisord captures."""
+    fmt = f"%(asctime)s %(levelname)s {name + ' ' if name else ''}%(message)s"
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, force=True)
+
+
+class Counters(collections.Counter[str]):
+    """Named counters; every drop has one, so logs and ``status`` agree."""
+
+
+class ServiceProxy:
+    """``app.<service>``: turns ``app.client.send(data)`` into a bus message."""
+
+    __slots__ = ("_app", "_dst")
+
+    def __init__(self, app: Service, dst: str) -> None:
+        self._app = app
+        self._dst = dst
+
+    def __getattr__(self, op: str) -> Callable[[Any], None]:
+        if op.startswith("_"):
+            raise AttributeError(op)
+
+        def call(data: Any = None) -> None:
+            if op in bus.BATCHABLE_OPS and not isinstance(data, list):
+                data = [data]
+            self._app.send(self._dst, op, data)
+
+        return call
+
+
+class ThreadInbox:
+    """A way for one reader thread to hand messages to the service loop.
+
+    ``post(parts)`` never blocks: if the loop is that far behind, the message
+    is dropped and counted under ``<name>.dropped``. Call ``post`` only from
+    one thread (the socket is created lazily in the thread that first posts).
+    """
+
+    def __init__(self, app: Service, name: str, hwm: int) -> None:
+        self.name = name
+        self._app = app
+        self._addr = f"inproc://thread-{name}-{id(self)}"
+        self._hwm = hwm
+        self.pull = app.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, hwm)
+        self.pull.bind(self._addr)
+        self._push: zmq.Socket[bytes] | None = None
+        self._local = threading.local()
+
+    def post(self, parts: list[bytes]) -> bool:
+        push = getattr(self._local, "push", None)
+        if push is None:
+            push = self._app.ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, self._hwm)
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(self._addr)
+            self._local.push = push
+            self._push = push
+        try:
+            push.send_multipart(parts, flags=zmq.NOBLOCK, copy=len(parts[0]) < 4096)
+        except zmq.Again:
+            self._app.counters[f"{self.name}.dropped"] += 1
+            return False
+        except zmq.ContextTerminated:
+            return False
+        return True
+
+    def close_thread_side(self) -> None:
+        """Close the posting socket; call from the posting thread when it ends."""
+        push = getattr(self._local, "push", None)
+        if push is not None:
+            push.close(linger=0)
+            self._local.push = None
+
+
+class Service:
+    """Base of every meterlink process. Subclasses register handlers and timers.
+
+    ``name`` is the service's bus name; ``inbox`` False for processes that
+    have no inbox of their own (the resolver workers, the tools).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: dict[str, Any],
+        *,
+        ctx: zmq.Context[Any] | None = None,
+        inbox: bool = True,
+        heartbeat: bool = True,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.run_dir: str = config["_run_dir"]
+        self.bus_cfg: dict[str, Any] = config["BUS"]
+        self.inst = bus.new_instance_id()
+        self.started = time.time()
+        self.counters = Counters()
+        self._own_ctx = ctx is None
+        self.ctx: zmq.Context[Any] = ctx if ctx is not None else zmq.Context()
+        self._seq = 0
+        self._stop = threading.Event()
+        self._handlers: dict[str, Handler] = {}
+        self._event_handlers: list[tuple[str, Callable[[str, bus.Envelope], None]]] = []
+        self._sockets: dict[Any, Callable[[], None]] = {}
+        self._timers: list[list[Any]] = []
+        self._outbox: collections.deque[list[bytes]] = collections.deque()
+        self._thread_inboxes: list[ThreadInbox] = []
+        self._closers: list[Callable[[], None]] = []
+        self._heartbeat = heartbeat
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+
+        self.push = self._socket(zmq.PUSH, bus.BROKER_IN, sndhwm=bus.SNDHWM)
+        self.pub = self._socket(zmq.PUB, bus.EVENTS_IN, sndhwm=bus.SNDHWM)
+        self.sub = self._socket(zmq.SUB, bus.EVENTS_OUT)
+        self._subscribed: set[str] = set()
+        self.pull: zmq.Socket[bytes] | None = None
+        if inbox:
+            self.pull = self._socket(zmq.PULL, f"{name}.in")
+            self._sockets[self.pull] = self._on_inbox
+        self._sockets[self.sub] = self._on_event
+        if heartbeat:
+            self.every(bus.HEARTBEAT_INTERVAL, self.send_heartbeat)
+
+    # -- sockets -------------------------------------------------------------
+
+    def endpoint(self, name: str) -> str:
+        return bus.endpoint(self.bus_cfg, self.run_dir, name)
+
+    def _socket(self, kind: int, name: str, sndhwm: int = 0) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if sndhwm:
+            sock.setsockopt(zmq.SNDHWM, sndhwm)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.connect(self.endpoint(name))
+        return sock
+
+    def add_socket(self, sock: Any, handler: Callable[[], None]) -> None:
+        """Poll ``sock`` (a zmq socket or a file descriptor) in the loop."""
+        self._sockets[sock] = handler
+
+    def remove_socket(self, sock: Any) -> None:
+        self._sockets.pop(sock, None)
+
+    def thread_inbox(
+        self, name: str, handler: Callable[[list[bytes]], None], hwm: int = 10_000
+    ) -> ThreadInbox:
+        """A channel from a reader thread; ``handler(parts)`` runs in the loop."""
+        box = ThreadInbox(self, name, hwm)
+        self._thread_inboxes.append(box)
+
+        def drain() -> None:
+            for _ in range(1000):
+                try:
+                    parts = box.pull.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                handler(parts)
+
+        self._sockets[box.pull] = drain
+        return box
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when the service stops (join threads, close ports)."""
+        self._closers.append(fn)
+
+    # -- sending ---------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+    def envelope(self, op: str, data: Any) -> bytes:
+        return bus.encode_parts(self.name, self.inst, self.next_seq(), op, data)
+
+    def send(self, dst: str, op: str, data: Any) -> None:
+        """Send ``op`` to service ``dst`` through the broker; never blocks."""
+        self.send_raw([dst.encode(), self.envelope(op, data)])
+
+    def send_raw(self, parts: list[bytes]) -> None:
+        if self._outbox:
+            self._queue(parts)
+            return
+        try:
+            self.push.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self._queue(parts)
+
+    def _queue(self, parts: list[bytes]) -> None:
+        if len(self._outbox) >= bus.OUTBOX_MAX:
+            self._outbox.popleft()
+            self.count_drop("bus.dropped", "bus message dropped reason=outbox_full")
+        self._outbox.append(parts)
+
+    def count_drop(self, counter: str, message: str, *args: Any, n: int = 1) -> None:
+        """Count a drop and log it: the first ten, then every thousandth."""
+        before = self.counters[counter]
+        self.counters[counter] = before + n
+        if before < 10 or before // 1000 != (before + n) // 1000:
+            log.warning(message + " total=%d", *args, before + n)
+
+    def _flush_outbox(self) -> None:
+        while self._outbox:
+            try:
+                self.push.send_multipart(self._outbox[0], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._outbox.popleft()
+
+    def publish(self, topic: str, data: Any) -> None:
+        """Publish an event; dropped (counted) rather than blocking if the bus is slow."""
+        try:
+            self.pub.send_multipart(
+                [topic.encode(), self.envelope(bus.OP_EVENT, data)], flags=zmq.NOBLOCK
+            )
+        except zmq.Again:
+            self.counters["events.dropped"] += 1
+
+    def __getattr__(self, name: str) -> ServiceProxy:
+        # Only reached for names that are not attributes: ``app.client`` etc.
+        # Limited to known services so that a typo stays an AttributeError.
+        if name.startswith("_") or "bus_cfg" not in self.__dict__:
+            raise AttributeError(name)
+        if name not in bus.all_inbox_services(self.bus_cfg) and name != bus.BROKER:
+            raise AttributeError(f"{type(self).__name__} has no attribute or service {name!r}")
+        return ServiceProxy(self, name)
+
+    # -- receiving -------------------------------------------------------------
+
+    def on(self, op: str) -> Callable[[Handler], Handler]:
+        """Decorator: handle operation ``op`` arriving in this service's inbox."""
+
+        def deco(fn: Handler) -> Handler:
+            self._handlers[op] = fn
+            return fn
+
+        return deco
+
+    def on_event(
+        self, topic: str
+    ) -> Callable[[Callable[[str, bus.Envelope], None]], Callable[[str, bus.Envelope], None]]:
+        """Decorator: handle events whose topic starts with ``topic``."""
+
+        def deco(fn: Callable[[str, bus.Envelope], None]) -> Callable[[str, bus.Envelope], None]:
+            self._event_handlers.append((topic, fn))
+            self.subscribe(topic)
+            return fn
+
+        return deco
+
+    def subscribe(self, topic: str) -> None:
+        if topic not in self._subscribed:
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            self._subscribed.add(topic)
+
+    def _on_inbox(self) -> None:
+        assert self.pull is not None
+        for _ in range(1000):
+            try:
+                parts = self.pull.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.dispatch(parts[-1])
+
+    def dispatch(self, raw: bytes) -> None:
+        try:
+            env = bus.decode(raw)
+        except bus.EnvelopeError as exc:
+            self.counters["bus.bad_envelope"] += 1
+            log.warning("message dropped reason=bad_envelope error=%r", str(exc))
+            return
+        handler = self._handlers.get(env.op)
+        if handler is None:
+            self.counters["bus.unknown_op"] += 1
+            log.warning("message dropped reason=unknown_op op=%s src=%s", env.op, env.src)
+            return
+        handler(env)
+
+    def _on_event(self) -> None:
+        for _ in range(1000):
+            try:
+                parts = self.sub.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) != 2:
+                self.counters["events.bad"] += 1
+                continue
+            topic = parts[0].decode(errors="replace")
+            try:
+                env = bus.decode(parts[1])
+            except bus.EnvelopeError:
+                self.counters["events.bad"] += 1
+                continue
+            for prefix, fn in self._event_handlers:
+                if topic.startswith(prefix):
+                    fn(topic, env)
+
+    # -- timers and heartbeat ----------------------------------------------------
+
+    def every(self, interval: float, fn: Callable[[], None], first: float | None = None) -> None:
+        """Call ``fn`` every ``interval`` seconds from the loop."""
+        due = time.monotonic() + (interval if first is None else first)
+        self._timers.append([due, interval, fn])
+
+    def heartbeat_data(self) -> dict[str, Any]:
+        """What the heartbeat carries; subclasses add their state."""
+        return {
+            "pid": os.getpid(),
+            "started": self.started,
+            "inst": self.inst,
+            "counters": dict(self.counters),
+        }
+
+    def send_heartbeat(self) -> None:
+        self.send(bus.BROKER, bus.OP_HB, self.heartbeat_data())
+
+    def _run_timers(self, now: float) -> float:
+        nearest = now + bus.POLL_MAX
+        for timer in self._timers:
+            if timer[0] <= now:
+                timer[0] = now + timer[1]
+                try:
+                    timer[2]()
+                except Exception:
+                    self.counters["timer.errors"] += 1
+                    log.exception("timer failed fn=%s", getattr(timer[2], "__name__", timer[2]))
+            nearest = min(nearest, timer[0])
+        return nearest
+
+    # -- the loop -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to end; safe from a signal handler or another thread."""
+        self._stop.set()
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self._sockets[self._wake_r.fileno()] = self._drain_wake
+
+    def _drain_wake(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def setup(self) -> None:
+        """Called once before the loop: open ports, start threads."""
+
+    def run(self) -> None:
+        """Run the service until stopped, then close everything."""
+        self._install_signals()
+        log.info("service starting name=%s pid=%d", self.name, os.getpid())
+        try:
+            self.setup()
+            if self._heartbeat:
+                self.send_heartbeat()
+            self._loop()
+        finally:
+            self.close()
+        log.info("service stopped name=%s", self.name)
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        registered: dict[Any, int] = {}
+        while not self._stop.is_set():
+            # (Re)register what changed: sockets come and go with connections.
+            for sock in list(registered):
+                if sock not in self._sockets and sock is not self.push:
+                    poller.unregister(sock)
+                    del registered[sock]
+            for sock in self._sockets:
+                if sock not in registered:
+                    poller.register(sock, zmq.POLLIN)
+                    registered[sock] = zmq.POLLIN
+            want_out = bool(self._outbox)
+            if want_out != (self.push in registered):
+                if want_out:
+                    poller.register(self.push, zmq.POLLOUT)
+                    registered[self.push] = zmq.POLLOUT
+                else:
+                    poller.unregister(self.push)
+                    del registered[self.push]
+            now = time.monotonic()
+            nearest = self._run_timers(now)
+            timeout_ms = max(0, int((nearest - time.monotonic()) * 1000))
+            try:
+                events = poller.poll(timeout_ms)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.ETERM:
+                    break
+                raise
+            for sock, _ev in events:
+                if sock is self.push:
+                    self._flush_outbox()
+                    continue
+                handler = self._sockets.get(sock)
+                if handler is not None:
+                    handler()
+            if self._outbox:
+                self._flush_outbox()
+
+    def close(self) -> None:
+        for fn in reversed(self._closers):
+            try:
+                fn()
+            except Exception:
+                log.exception("close failed")
+        for box in self._thread_inboxes:
+            box.pull.close(linger=0)
+        for sock in (self.push, self.pub, self.sub, self.pull):
+            if sock is not None:
+                sock.close(linger=0)
+        for sock in list(self._sockets):
+            if isinstance(sock, zmq.Socket):
+                sock.close(linger=0)
+        if self._wake_r is not None:
+            signal.set_wakeup_fd(-1)
+            self._wake_r.close()
+        if self._wake_w is not None:
+            self._wake_w.close()
+        if self._own_ctx:
+            # destroy, not term: a reader thread that did not end in time must
+            # not keep the process from exiting.
+            self.ctx.destroy(linger=0)
+
+
+def main_for(factory: Callable[[dict[str, Any]], Service], name: str) -> None:
+    """Entry point shared by the services: config, logging, run."""
+    from common.config import load_or_exit
+
+    try:
+        config = load_or_exit()
+    except ConfigError:  # pragma: no cover - load_or_exit exits
+        raise
+    setup_logging(config["LOG"]["level"], name)
+    service = factory(config)
+    service.run()

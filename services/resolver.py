@@ -1,0 +1,250 @@
+"""Resolver workers: decode each frame and dispatch it by protocol id.
+
+As in the reference solution, handlers are registered on a resolver by
+protocol id::
+
+    from services.resolver import resolver
+
+    @resolver.register(0x2100)
+    def handle_2100(app, frame):
+        app.client.send(frame.info)
+
+A handler gets the worker (``app``) and the decoded ``Frame``. What it sends
+with ``app.<service>.<op>(data)`` is not sent at once: it becomes the job's
+result, which the broker releases in the order the meter sent the frames, so
+replies and uplink data keep their order however many workers run.
+
+Users add handlers in their own modules, named in ``RESOLVER.handlers``;
+every worker imports them at start. Registering a protocol id twice is an
+error at start. A frame with no handler is counted and logged.
+
+Workers keep no state between frames except what they learn from events
+(signal quality, network and link state), so any worker can take any frame.
+Run as many as the load needs: ``python -m services.resolver`` each.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import zmq
+
+from common import bus, rfc1662
+from common.service import Service, main_for
+
+log = logging.getLogger("meterlink.resolver")
+
+HandlerFn = Callable[["Worker", rfc1662.Frame], None]
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+class Resolver:
+    """A registry of frame handlers by protocol id (the reference's resolver)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[int, HandlerFn] = {}
+
+    def register(self, protocol: int) -> Callable[[HandlerFn], HandlerFn]:
+        if not 0 <= protocol <= 0xFFFF:
+            raise ValueError(f"protocol id out of range: {protocol:#x}")
+
+        def deco(fn: HandlerFn) -> HandlerFn:
+            if protocol in self._handlers:
+                old = self._handlers[protocol]
+                raise ValueError(
+                    f"protocol {protocol:#06x} registered twice: "
+                    f"{old.__module__}.{old.__qualname__} and {fn.__module__}.{fn.__qualname__}"
+                )
+            self._handlers[protocol] = fn
+            return fn
+
+        return deco
+
+    def unregister(self, protocol: int) -> None:
+        self._handlers.pop(protocol, None)
+
+    def get(self, protocol: int) -> HandlerFn | None:
+        return self._handlers.get(protocol)
+
+    def protocols(self) -> list[int]:
+        return sorted(self._handlers)
+
+
+#: The registry every worker dispatches on; handler modules decorate with it.
+resolver = Resolver()
+
+
+class Worker(Service):
+    """One resolver worker: takes jobs from the broker's pool, returns results."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        ctx: zmq.Context[Any] | None = None,
+        registry: Resolver | None = None,
+    ) -> None:
+        super().__init__(bus.RESOLVER, config, ctx=ctx, inbox=False, heartbeat=False)
+        self.registry = registry if registry is not None else resolver
+        uart = config["UART"]
+        self.profile: str = uart["profile"]
+        self.max_info: int = uart["max_info"]
+        self.accm: int = uart["accm"]
+        self.capacity: int = config["RESOLVER"]["prefetch"]
+        #: What the worker has learnt from events; handlers read it.
+        self.state: dict[str, Any] = {"lqi": 99, "net_up": None, "link_up": None}
+        self._capture: list[list[Any]] | None = None
+
+        self.dealer: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL, 100)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self.ident = f"resolver-{os.getpid()}-{self.inst % 100000}".encode()
+        self.dealer.setsockopt(zmq.IDENTITY, self.ident)
+        self.dealer.connect(self.endpoint(bus.RESOLVER_IN))
+        self.add_socket(self.dealer, self._on_jobs)
+        self.every(bus.HEARTBEAT_INTERVAL, self._pool_heartbeat)
+
+        self.on_event(bus.T_NET_STATUS)(self._on_net_status)
+        self.on_event(bus.T_LINK_STATUS)(self._on_link_status)
+
+    # -- state from events -------------------------------------------------
+
+    def _on_net_status(self, _topic: str, env: bus.Envelope) -> None:
+        if isinstance(env.data, dict):
+            if isinstance(env.data.get("lqi"), int):
+                self.state["lqi"] = env.data["lqi"]
+            if "up" in env.data:
+                self.state["net_up"] = bool(env.data["up"])
+
+    def _on_link_status(self, _topic: str, env: bus.Envelope) -> None:
+        if isinstance(env.data, dict) and "up" in env.data:
+            self.state["link_up"] = bool(env.data["up"])
+
+    # -- pool protocol -------------------------------------------------------
+
+    def _pool_send(self, kind: bytes, data: dict[str, Any]) -> None:
+        try:
+            self.dealer.send_multipart([kind, self.envelope(bus.OP_HB, data)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["bus.dropped"] += 1
+
+    def setup(self) -> None:
+        self._pool_send(bus.KIND_READY, {"capacity": self.capacity, "pid": os.getpid()})
+
+    def _pool_heartbeat(self) -> None:
+        data = self.heartbeat_data()
+        data["capacity"] = self.capacity
+        data["protocols"] = self.registry.protocols()
+        self._pool_send(bus.KIND_HB, data)
+
+    def _on_jobs(self) -> None:
+        for _ in range(100):
+            try:
+                parts = self.dealer.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) != 3 or parts[0] != bus.KIND_JOB:
+                self.counters["bus.bad_message"] += 1
+                continue
+            out = self.process(parts[2])
+            try:
+                self.dealer.send_multipart([bus.KIND_RESULT, parts[1], _packb(out)])
+            except zmq.ZMQError as exc:
+                self.counters["bus.dropped"] += 1
+                log.warning("result dropped reason=%s", exc)
+
+    # -- processing -------------------------------------------------------------
+
+    def process(self, raw_env: bytes) -> list[list[Any]]:
+        """Handle one job; return ``[[dst, envelope], ...]`` for the broker."""
+        try:
+            env = bus.decode(raw_env)
+        except bus.EnvelopeError as exc:
+            self.counters["bus.bad_envelope"] += 1
+            log.warning("job dropped reason=bad_envelope error=%r", str(exc))
+            return []
+        if not isinstance(env.data, list):
+            self.counters["bus.bad_envelope"] += 1
+            return []
+        self._capture = []
+        try:
+            for raw in env.data:
+                self.handle_frame(raw)
+            captured = self._capture
+        finally:
+            self._capture = None
+        return [[dst, self.envelope(op, data)] for dst, op, data in captured]
+
+    def handle_frame(self, raw: Any) -> None:
+        self.counters["frames"] += 1
+        try:
+            frame = rfc1662.decode(raw, self.profile, max_info=self.max_info, accm=self.accm)
+        except (rfc1662.FrameError, TypeError) as exc:
+            self.count_drop("frames.bad", "frame dropped reason=decode error=%r", str(exc))
+            return
+        handler = self.registry.get(frame.protocol)
+        if handler is None:
+            self.count_drop(
+                "frames.unknown_protocol",
+                "frame dropped reason=unknown_protocol protocol=%#06x cmd=%#04x len=%d",
+                frame.protocol,
+                frame.cmd,
+                len(frame.info),
+            )
+            return
+        try:
+            handler(self, frame)
+        except Exception:
+            self.counters["frames.handler_error"] += 1
+            log.exception(
+                "handler failed protocol=%#06x cmd=%#04x len=%d",
+                frame.protocol,
+                frame.cmd,
+                len(frame.info),
+            )
+
+    def send(self, dst: str, op: str, data: Any) -> None:
+        """Inside a job, collect what handlers send; outside, send at once."""
+        capture = self._capture
+        if capture is None:
+            super().send(dst, op, data)
+            return
+        if op in bus.BATCHABLE_OPS and capture and capture[-1][0] == dst and capture[-1][1] == op:
+            capture[-1][2].extend(data)
+        elif op in bus.BATCHABLE_OPS:
+            capture.append([dst, op, list(data)])
+        else:
+            capture.append([dst, op, data])
+
+    def close(self) -> None:
+        self.dealer.close(linger=0)
+        super().close()
+
+
+def load_handlers(config: dict[str, Any]) -> None:
+    """Import the built-in handlers and the user's modules from the config."""
+    importlib.import_module("services.handlers")
+    for name in config["RESOLVER"]["handlers"]:
+        importlib.import_module(name)
+
+
+def make_worker(config: dict[str, Any]) -> Worker:
+    load_handlers(config)
+    # Run as ``python -m services.resolver`` this module is ``__main__``; the
+    # handler modules registered on the ``services.resolver`` copy, so use it.
+    registry = importlib.import_module("services.resolver").resolver
+    return Worker(config, registry=registry)
+
+
+def main() -> None:
+    main_for(make_worker, "resolver")
+
+
+if __name__ == "__main__":
+    main()
