@@ -140,12 +140,14 @@ _packb = msgpack.Packer(use_bin_type=True).pack
 
 def encode(env: Envelope) -> bytes:
     """Encode an envelope; the one place the wire layout is written."""
-    return _packb([env.src, env.inst, env.seq, env.ts, env.op, env.data])
+    raw: bytes = _packb([env.src, env.inst, env.seq, env.ts, env.op, env.data])
+    return raw
 
 
 def encode_parts(src: str, inst: int, seq: int, op: str, data: Any) -> bytes:
     """Encode without building an Envelope first (the hot path)."""
-    return _packb([src, inst, seq, time.time(), op, data])
+    raw: bytes = _packb([src, inst, seq, time.time(), op, data])
+    return raw
 
 
 def decode(raw: bytes) -> Envelope:
@@ -153,7 +155,7 @@ def decode(raw: bytes) -> Envelope:
     try:
         obj = msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise EnvelopeError(f"not msgpack: {exc}") from None
+        raise EnvelopeError(f"not msgpack: {type(exc).__name__} {exc}") from None
     if not isinstance(obj, list) or len(obj) != 6:
         raise EnvelopeError("not a 6-element envelope array")
     src, inst, seq, ts, op, data = obj

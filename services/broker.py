@@ -193,6 +193,7 @@ class Broker:
             pending.popleft()
 
     def _mirror(self, src: str, dst: str, env: bytes) -> None:
+        self.counters["tap.mirrored"] += 1
         try:
             self.xpub.send_multipart(
                 [_TAP, _packb([src, dst, time.time(), env])], flags=zmq.NOBLOCK

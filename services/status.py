@@ -1,0 +1,199 @@
+"""status: one screen with the state of a running gateway.
+
+``python -m services.status [--json] [--watch SECONDS] [--timeout SECONDS]``
+
+It subscribes to the broker's state topics (the registry, ``net.status``,
+``link.status``, ``serial.status``); the broker sends their last values to
+every new subscriber, so the answer comes at once. It shows each service
+(pid, uptime, last heartbeat), the serial and HES link state, the network
+state and signal quality, and the counters: frames, bad FCS, garbage bytes,
+spool depth and every drop, so that logs and status tell the same story.
+
+Exit status 0 when the broker answered, 1 when it did not within --timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from common import bus
+from common.config import load_or_exit
+
+TOPICS = (bus.T_REGISTRY, bus.T_NET_STATUS, bus.T_LINK_STATUS, bus.T_SERIAL_STATUS)
+#: How long to wait for the optional state topics after the registry came.
+SETTLE_S = 0.3
+
+
+def collect(config: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """Subscribe, wait for the registry (and briefly for the rest), return all."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    for topic in TOPICS:
+        sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    sub.connect(bus.endpoint(config["BUS"], config["_run_dir"], bus.EVENTS_OUT))
+    state: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            now = time.monotonic()
+            if bus.T_REGISTRY in state:
+                deadline = min(deadline, state["_registry_at"] + SETTLE_S)
+            if now >= deadline or all(t in state for t in TOPICS):
+                break
+            if not sub.poll(int((deadline - now) * 1000) + 1):
+                continue
+            parts = sub.recv_multipart()
+            try:
+                env = bus.decode(parts[1])
+            except (bus.EnvelopeError, IndexError):
+                continue
+            topic = parts[0].decode(errors="replace")
+            state[topic] = env.data
+            if topic == bus.T_REGISTRY and "_registry_at" not in state:
+                state["_registry_at"] = time.monotonic()
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+    state.pop("_registry_at", None)
+    return state if bus.T_REGISTRY in state else None
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def summary(state: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, summed over services, from their counters."""
+    reg = state[bus.T_REGISTRY]
+    services = reg.get("services", [])
+    totals: dict[str, int] = {}
+    for svc in services:
+        for key, value in (svc.get("counters") or {}).items():
+            totals[f"{svc['name']}.{key}"] = totals.get(f"{svc['name']}.{key}", 0) + int(value)
+    for key, value in (reg.get("broker", {}).get("counters") or {}).items():
+        totals[f"broker.{key}"] = int(value)
+
+    def pick(*names: str) -> int:
+        return sum(v for k, v in totals.items() if k.split(".", 1)[-1] in names)
+
+    link = state.get(bus.T_LINK_STATUS) or {}
+    return {
+        "frames_in": pick("frames_in"),
+        "frames_to_meter": pick("frames_out"),
+        "bad_fcs": pick("bad_fcs"),
+        "garbage_bytes": pick("garbage_bytes"),
+        "spool_depth": link.get("spool_depth", 0),
+        "drops": sum(v for k, v in totals.items() if "drop" in k),
+        "counters": totals,
+    }
+
+
+def render(state: dict[str, Any]) -> str:
+    reg = state[bus.T_REGISTRY]
+    now = time.time()
+    lines = []
+    broker = reg.get("broker", {})
+    pool = broker.get("pool", {})
+    lines.append(
+        f"broker    pid={broker.get('pid')} up={_age(now - broker.get('started', now))}"
+        f" workers={pool.get('workers', 0)} queued={pool.get('queued_frames', 0)}"
+        f" inflight={pool.get('inflight_jobs', 0)} tap={'on' if broker.get('tap') else 'off'}"
+    )
+    lines.append("")
+    lines.append(f"{'SERVICE':<10} {'PID':>7} {'UPTIME':>8} {'HEARTBEAT':>10}")
+    for svc in reg.get("services", []):
+        up = _age(now - float(svc.get("started", now)))
+        lines.append(
+            f"{svc['name']:<10} {svc.get('pid', '?'):>7} {up:>8} {svc.get('age', 0):>9.1f}s"
+        )
+    lines.append("")
+    serial = state.get(bus.T_SERIAL_STATUS)
+    link = state.get(bus.T_LINK_STATUS)
+    net = state.get(bus.T_NET_STATUS)
+    lines.append(
+        "serial    "
+        + (
+            f"{'open' if serial.get('open') else 'CLOSED'} port={serial.get('port')}"
+            if serial
+            else "unknown"
+        )
+    )
+    lines.append(
+        "HES link  "
+        + (
+            f"{'up' if link.get('up') else 'DOWN'} {link.get('host')}:{link.get('port')}"
+            f" spool={link.get('spool_depth', 0)}"
+            if link
+            else "unknown"
+        )
+    )
+    lines.append(
+        "network   "
+        + (
+            f"{'up' if net.get('up') else 'DOWN'} failures={net.get('failures', 0)}"
+            f" lqi={net.get('lqi', 99)}"
+            if net
+            else "unknown"
+        )
+    )
+    s = summary(state)
+    lines.append("")
+    lines.append(
+        f"frames in={s['frames_in']} to_meter={s['frames_to_meter']} bad_fcs={s['bad_fcs']}"
+        f" garbage_bytes={s['garbage_bytes']} spool_depth={s['spool_depth']} drops={s['drops']}"
+    )
+    nonzero = {k: v for k, v in sorted(s["counters"].items()) if v}
+    if nonzero:
+        lines.append("")
+        lines.append("counters:")
+        lines.extend(f"  {k} = {v}" for k, v in nonzero.items())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m services.status", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--json", action="store_true", help="print the state as JSON")
+    ap.add_argument("--watch", type=float, default=0, help="refresh every SECONDS until Ctrl-C")
+    ap.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the broker")
+    args = ap.parse_args(argv)
+    config = load_or_exit()
+    try:
+        while True:
+            state = collect(config, args.timeout)
+            if state is None:
+                print(
+                    f"status: no answer from the broker within {args.timeout}s "
+                    f"(run dir {config['_run_dir']})",
+                    file=sys.stderr,
+                )
+                return 1
+            if args.json:
+                state["summary"] = summary(state)
+                print(json.dumps(state, default=str))
+            else:
+                if args.watch:
+                    print("\033[H\033[J", end="")
+                print(render(state), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
