@@ -14,7 +14,7 @@ import zmq
 
 from common import bus, config, rfc1662
 from common.service import Service
-from tests.conftest import ROOT, Probe, Stack, base_config, wait_for
+from tests.conftest import ROOT, Probe, Stack, base_config
 from tests.handlers_sleepy import SLEEPY
 
 
