@@ -1,0 +1,58 @@
+# meterlink: every target uses the virtual environment in .venv.
+# `make run` shows the gateway working with simulators; `make test` runs the suite.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test tap status bench lint format stop ctl clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterlink needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+## Start the whole stack with the meter and HES simulators, in the foreground (Ctrl-C stops).
+run: venv
+	METERLINK_SIM=$${METERLINK_SIM:-true} $(PY) -m services.supervise run
+
+## Run the whole test suite.
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Watch the bus live (add ARGS="--protocol 0x2200" etc.).
+tap: venv
+	$(PY) -m services.tap $(ARGS)
+
+## One screen of services, links and counters.
+status: venv
+	$(PY) -m services.status $(ARGS)
+
+## Benchmarks: codec, pipeline, footprint.
+bench: venv
+	$(PY) -m bench $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## Stop a stack started with `make run` in another terminal.
+stop: venv
+	$(PY) -m services.supervise ctl shutdown
+
+## supervisorctl against the running stack, e.g. make ctl ARGS="restart meterlink:uart".
+ctl: venv
+	$(PY) -m services.supervise ctl $(ARGS)
+
+clean:
+	rm -rf run .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
