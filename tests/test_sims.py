@@ -1,0 +1,429 @@
+"""The meter and HES simulators as real processes: a real pty, real TCP on 127.0.0.1.
+
+The test plays the gateway: it opens the meter simulator's pty link and deframes what
+comes out, and connects to the HES simulator's port. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import time
+import tty
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import serial
+
+from common import params, rfc1662
+from services.hes_sim import describe
+from services.meter_sim import OBIS_CLOCK, data_notification, describe_apdu, get_request
+from tests.conftest import Proc, Stack, wait_for
+
+FAST_METER = ("--interval", "0.1", "--lqi-interval", "0", "--name-interval", "0")
+QUIET = ("--event-interval", "0")
+
+Pred = Callable[[rfc1662.Frame], bool]
+ASK_TRIES = 5
+ASK_WAIT_S = 1.0
+
+
+class GatewaySide:
+    """The gateway's end of the meter pty: raw bytes in, whole frames out."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        self.deframer = rfc1662.Deframer()
+        self.backlog: list[rfc1662.Frame] = []
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def write(self, frame: rfc1662.Frame, timeout: float = 5.0) -> None:
+        # A pty write may be refused for a moment while the kernel moves earlier bytes on.
+        raw = rfc1662.encode(frame)
+        deadline = time.monotonic() + timeout
+        while raw:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"pty not writable within {timeout}s")
+            if select.select([], [self.fd], [], left)[1]:
+                try:
+                    raw = raw[os.write(self.fd, raw) :]
+                except BlockingIOError:
+                    time.sleep(0.001)  # writable said yes, the line discipline said not yet
+
+    def _read(self, timeout: float) -> None:
+        if select.select([self.fd], [], [], max(0.0, timeout))[0]:
+            try:
+                raws = self.deframer.feed(os.read(self.fd, 4096))
+            except BlockingIOError:
+                return
+        else:
+            raws = self.deframer.flush()
+        self.backlog.extend(rfc1662.decode(r) for r in raws)
+
+    def expect(self, pred: Pred, timeout: float = 5.0, what: str = "frame") -> rfc1662.Frame:
+        """The first frame (seen before or arriving) that matches; it leaves the backlog."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, frame in enumerate(self.backlog):
+                if pred(frame):
+                    return self.backlog.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {what} within {timeout}s; saw {self.backlog[-5:]}")
+            self._read(min(left, 0.2))
+
+
+def ask(gw: GatewaySide, request: rfc1662.Frame, pred: Pred, what: str) -> rfc1662.Frame:
+    """Write a request and wait for the answer, asking again after a second, as a gateway
+    would; the same stray reader as in ``increasing`` may take an answer now and then."""
+    for _ in range(ASK_TRIES - 1):
+        gw.write(request)
+        try:
+            return gw.expect(pred, timeout=ASK_WAIT_S, what=what)
+        except AssertionError:
+            continue
+    gw.write(request)
+    return gw.expect(pred, timeout=ASK_WAIT_S, what=what)
+
+
+def increasing(ids: list[int]) -> bool:
+    """Strictly increasing uplink counters.
+
+    Not required to be consecutive: where other test sessions share the machine, a
+    process of theirs retrying a stale link to a /dev/pts number that this test's pty
+    has reused can read some of its bytes. Nothing on the line is reordered, though.
+    """
+    return all(a < b for a, b in zip(ids, ids[1:], strict=False))
+
+
+def is_uplink(f: rfc1662.Frame) -> bool:
+    return f.protocol == rfc1662.PROTO_TRANSPARENT and f.info[:1] == b"\x0f"
+
+
+def uplink_id(f: rfc1662.Frame) -> int:
+    return int.from_bytes(f.info[1:5], "big")
+
+
+def is_get(pid: int) -> Pred:
+    return lambda f: (
+        f.protocol == rfc1662.PROTO_PARAMS
+        and f.cmd == rfc1662.CMD_GET
+        and f.info[:2] == pid.to_bytes(2, "little")
+    )
+
+
+def is_c4(pid: int) -> Pred:
+    return lambda f: f.cmd == rfc1662.CMD_GET_RESP and f.info[:2] == pid.to_bytes(2, "little")
+
+
+def start_meter(stack: Stack, *args: str) -> Proc:
+    proc = stack.start("services.meter_sim", *args)
+    proc.wait_log("meter ready", timeout=10)
+    return proc
+
+
+@pytest.fixture
+def link(run_dir: Path) -> Path:
+    return run_dir / "meter.tty"  # UART.port in base_config
+
+
+def test_meter_uplinks_in_order_lqi_get_and_hes_request_answered(stack, link):
+    meter = start_meter(
+        stack, "--interval", "0.1", "--lqi-interval", "0.3", "--name-interval", "0", *QUIET
+    )
+    assert link.is_symlink()
+    gw = GatewaySide(link)
+    try:
+        ids = [uplink_id(gw.expect(is_uplink, what="uplink")) for _ in range(4)]
+        assert increasing(ids), ids
+
+        lqi_get = gw.expect(is_get(params.PID_LQI), what="GET 0x8003")
+        assert lqi_get.info == b"\x03\x80"
+        gw.write(params.get_response(lqi_get, params.PID_LQI, b"\x19"))
+        meter.wait_log("meter <- gw 0x2200 C4 GET-response LQI=25", timeout=5)
+
+        request = get_request(7)
+        answer = ask(
+            gw,
+            rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, rfc1662.CMD_SERIAL_NET, request),
+            lambda f: f.protocol == rfc1662.PROTO_TRANSPARENT and f.info[:2] == b"\xc4\x01",
+            "GET response",
+        )
+        assert answer.cmd == rfc1662.CMD_SERIAL_NET
+        assert answer.info[2] == request[2]  # the invoke id is echoed
+        assert answer.info[3:5] == b"\x00\x06"  # success, double-long-unsigned
+        meter.wait_log("get-request iid=0x47", timeout=5)
+
+        clock = get_request(8, OBIS_CLOCK, class_id=8)
+        answer = ask(
+            gw,
+            rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, rfc1662.CMD_SERIAL_NET, clock),
+            lambda f: f.info[:3] == b"\xc4\x01\x48",
+            "clock response",
+        )
+        assert answer.info[3:6] == b"\x00\x09\x0c" and len(answer.info) == 18
+
+        # Uplinks went on meanwhile, still in order.
+        later = uplink_id(gw.expect(is_uplink, what="uplink"))
+        assert later > ids[-1]
+    finally:
+        gw.close()
+    assert meter.alive()
+
+
+def test_meter_name_event_and_meter_parameters(stack, link):
+    meter = start_meter(
+        stack,
+        "--interval",
+        "0",
+        "--lqi-interval",
+        "0",
+        "--name-interval",
+        "0.3",
+        "--event-interval",
+        "0.3",
+    )
+    gw = GatewaySide(link)
+    try:
+        name_get = gw.expect(is_get(params.PID_DEVICE_NAME), what="GET 0x8007")
+        req = params.GetRequest.from_info(name_get.info)
+        assert req.rid is not None
+        gw.write(
+            params.typed_get_response(
+                name_get, params.PID_DEVICE_NAME, req.rid, params.Value.char("gw-test")
+            )
+        )
+        meter.wait_log(f"device_name='gw-test' pid=0x8007 rid={req.rid}", timeout=5)
+
+        event = gw.expect(
+            lambda f: f.protocol == rfc1662.PROTO_PARAMS and f.cmd == rfc1662.CMD_EVENT,
+            what="EVENT",
+        )
+        gw.write(params.event_ack(event))
+        meter.wait_log("meter <- gw 0x2200 BF EVENT-ack", timeout=5)
+
+        # The gateway reads and writes the meter's own parameters.
+        got = params.MeterGetResponse.from_info(
+            ask(gw, params.meter_get(params.PID_METER_2801), is_c4(0x2801), "C4 0x2801").info
+        )
+        assert got.pid == params.PID_METER_2801
+        value, rest = params.Value.parse(got.data)
+        assert value.tag == params.TAG_CHAR and not rest
+
+        set_5 = params.meter_set(params.PID_METER_2803, params.Value.u8(5))
+        got = params.MeterGetResponse.from_info(ask(gw, set_5, is_c4(0x2803), "C4 0x2803").info)
+        assert (got.pid, got.data) == (params.PID_METER_2803, b"\x11\x05")
+        got = params.MeterGetResponse.from_info(
+            ask(gw, params.meter_get(0x2803), is_c4(0x2803), "C4 0x2803 again").info
+        )
+        assert got.data == b"\x11\x05"
+
+        err = ask(gw, params.meter_get(0x1234), lambda f: f.cmd == rfc1662.CMD_GET_ERROR, "C8")
+        assert params.GetError.from_info(err.info).pid == 0x1234
+    finally:
+        gw.close()
+    meter.wait_log("meter <- gw 0x2200 C1 SET pid=0x2803", timeout=5)
+
+
+def test_meter_noise_is_recovered_and_port_reopens(stack, link):
+    meter = start_meter(stack, *FAST_METER, *QUIET, "--noise", "--seed", "3", "--interval", "0.03")
+    gw = GatewaySide(link)
+    try:
+        ids = [uplink_id(gw.expect(is_uplink, what="uplink")) for _ in range(30)]
+        assert increasing(ids), ids
+        assert gw.deframer.garbage_bytes > 0
+        assert "meter -> gw noise" in meter.text()
+    finally:
+        gw.close()
+
+    # The gateway goes away and comes back, through pyserial as the uart service opens
+    # it: the meter is still there, still counting.
+    port = serial.serial_for_url(str(link), timeout=0.1)
+    try:
+        deframer = rfc1662.Deframer()
+        after: list[int] = []
+        deadline = time.monotonic() + 10
+        while len(after) < 3 and time.monotonic() < deadline:
+            for raw in deframer.feed(port.read(4096)):
+                frame = rfc1662.decode(raw)
+                if is_uplink(frame):
+                    after.append(uplink_id(frame))
+        assert len(after) >= 3 and increasing([ids[-1], *after]), (ids[-1], after)
+    finally:
+        port.close()
+    assert meter.alive()
+
+
+def test_meter_count_stops_and_sigterm_removes_link(stack, link):
+    os.symlink("/nonexistent-old-pty", link)  # a stale link from an earlier run
+    meter = start_meter(stack, *FAST_METER, *QUIET, "--count", "3", "--interval", "0.05")
+    assert os.readlink(link).startswith("/dev/pts/")
+    assert meter.popen.wait(5) == 0
+    assert meter.text().count("data-notification id=") == 3
+    assert "reason=count=3" in meter.text()
+    assert not link.exists() and not link.is_symlink()
+
+    meter = start_meter(stack, *FAST_METER, *QUIET)
+    t0 = time.monotonic()
+    meter.popen.send_signal(signal.SIGTERM)
+    assert meter.popen.wait(1.0) == 0
+    assert time.monotonic() - t0 < 1.0
+    assert "meter stopped reason=SIGTERM" in meter.text()
+    assert not link.is_symlink()
+
+
+def test_meter_refuses_to_replace_a_regular_file(stack, link):
+    link.write_text("not a tty")
+    proc = stack.start("services.meter_sim", *FAST_METER, *QUIET)
+    assert proc.popen.wait(10) == 2
+    assert "not a symlink" in proc.text()
+    assert link.read_text() == "not a tty"
+
+
+# --- HES simulator ---------------------------------------------------------------------------
+
+
+def start_hes(stack: Stack, *args: str) -> tuple[Proc, int]:
+    proc = stack.start("services.hes_sim", "--host", "127.0.0.1", "--port", "0", *args)
+    m = wait_for(
+        lambda: re.search(r"hes listening host=127\.0\.0\.1 port=(\d+)", proc.text()),
+        10,
+        "hes listening line",
+    )
+    return proc, int(m.group(1))
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    sock.settimeout(3)
+    return sock
+
+
+def recv_until(sock: socket.socket, pred: Callable[[bytes], bool], timeout: float = 5) -> bytes:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not pred(buf):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out after {timeout}s; got {buf!r}")
+        sock.settimeout(left)
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"connection closed; got {buf!r}")
+        buf += chunk
+    return buf
+
+
+def wait_closed(sock: socket.socket, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(4096):
+                return
+        except ConnectionResetError:
+            return
+        except TimeoutError:
+            raise AssertionError(f"connection not closed within {timeout}s") from None
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_hes_prints_payloads_and_sends_requests(stack):
+    hes, port = start_hes(stack, "--request-interval", "0.2")
+    sock = connect(port)
+    try:
+        hes.wait_log("hes gw#1 connected", timeout=5)
+        sock.sendall(b"hello meter \x00\x7e")
+        hes.wait_log("n=1 len=14 data=68656c6c6f206d6574657220007e text='hello meter .~'", 5)
+        sock.sendall(b"second")
+        hes.wait_log("hes <- gw#1 n=2 len=6", timeout=5)
+
+        data = recv_until(sock, lambda b: len(b) >= 26)
+        first, second = data[:13], data[13:26]
+        assert describe_apdu(first).startswith("get-request iid=0x41 class=3 obis=1.0.1.8.0.255")
+        assert second[2] == 0x42  # the counter moved on
+        hes.wait_log("hes -> gw#1 req=1 len=13 get-request", timeout=5)
+    finally:
+        sock.close()
+    hes.wait_log("hes gw#1 closed reason=peer_closed", timeout=5)
+    t0 = time.monotonic()
+    hes.popen.send_signal(signal.SIGTERM)
+    assert hes.popen.wait(1.0) == 0
+    assert time.monotonic() - t0 < 1.0
+    assert "hes stopped reason=SIGTERM" in hes.text()
+
+
+def test_hes_sigusr1_drops_link_and_refuses_for_down_for(stack):
+    down_for = 1.5
+    hes, port = start_hes(stack, "--request-interval", "0", "--down-for", str(down_for))
+    sock = connect(port)
+    try:
+        hes.wait_log("hes gw#1 connected", timeout=5)
+        t0 = time.monotonic()
+        hes.popen.send_signal(signal.SIGUSR1)
+        wait_closed(sock)
+    finally:
+        sock.close()
+    assert refused(port)
+    wait_for(lambda: not refused(port), down_for + 3, "the HES to accept again")
+    elapsed = time.monotonic() - t0
+    assert elapsed >= down_for - 0.1, elapsed
+    hes.wait_log(f"hes down reason=sigusr1 for={down_for}s dropped=1 port={port}", timeout=5)
+    assert hes.text().count(f"hes listening host=127.0.0.1 port={port}") == 2
+
+    sock = connect(port)
+    try:
+        sock.sendall(b"after")
+        hes.wait_log("len=5 data=6166746572 text='after'", timeout=5)
+    finally:
+        sock.close()
+
+
+def test_hes_echo_and_drop_every(stack):
+    hes, port = start_hes(
+        stack, "--echo", "--request-interval", "0", "--drop-every", "1", "--down-for", "0.5"
+    )
+    sock = connect(port)
+    try:
+        payload = bytes(range(256)) * 4
+        sock.sendall(payload)
+        assert recv_until(sock, lambda b: len(b) >= len(payload)) == payload
+        wait_closed(sock, timeout=3)
+    finally:
+        sock.close()
+    hes.wait_log("hes down reason=drop_every for=0.5s dropped=1", timeout=5)
+    wait_for(lambda: not refused(port), 3, "the HES to accept again")
+    sock = connect(port)
+    try:
+        sock.sendall(b"again")
+        assert recv_until(sock, lambda b: len(b) >= 5) == b"again"
+    finally:
+        sock.close()
+
+
+def test_apdu_readings_used_in_the_printed_lines():
+    note = data_notification(3, 1000)
+    assert note.hex() == "0f0000000300020209060100010800ff06000003e8"
+    assert describe(note) == "data-notification id=3"
+    assert describe(note + data_notification(4, 1007)) == "data-notification id=3,4"
+    assert get_request(17).hex() == "c0014100030100010800ff0200"
+    assert describe_apdu(bytes.fromhex("c4014100060001e247")) == (
+        "get-response iid=0x41 value=123463"
+    )
+    assert describe_apdu(bytes.fromhex("c401410104")) == "get-response iid=0x41 error=4"
+    assert describe(b"hello") == ""
