@@ -1,0 +1,565 @@
+"""The ``uart`` service: owns the meter's serial port.
+
+Theory of operation. Three threads, one job each:
+
+- The **port thread** opens ``UART.port`` with ``serial.serial_for_url`` (a
+  device path, or a pyserial URL such as ``socket://``, ``rfc2217://`` or
+  ``loop://``), reads it with a short timeout and feeds the bytes to an
+  ``rfc1662.Deframer``. When the line has been quiet for ``UART.idle_gap_ms``
+  with a partial frame buffered, the partial is stale and ``flush()`` resolves
+  it. Every read that completes frames posts them, as one batch, to the loop
+  through a ``ThreadInbox`` (never blocks; a full inbox drops and counts). A
+  read that fails (USB unplugged, pty closed) closes the port and reopens it
+  with exponential backoff between ``UART.reopen_min_s`` and
+  ``UART.reopen_max_s``; a path that does not exist yet is retried the same
+  way. It also posts each open and loss to the loop.
+- The **service loop** sends each batch to the resolver pool as one
+  ``frames`` message (so the broker keeps their order), publishes
+  ``serial.open`` / ``serial.lost`` on each change and the state topic
+  ``serial.status`` on each change and every ``STATUS_INTERVAL_S``, and takes
+  ``write`` messages (a list of raw frames for the meter) into a bounded queue.
+- The **writer thread** writes queued frames to the port in arrival order, so
+  a slow line never stalls the loop. While the port is closed, frames are held
+  in that queue (at most ``WRITE_QUEUE_MAX``) and written once it reopens;
+  frames that arrive when the queue is full, or that waited longer than
+  ``WRITE_HOLD_MAX_S``, are dropped and counted (``write_dropped``,
+  ``write_stale``). A write that fails with an I/O error marks the port
+  faulty, and the port thread reopens it.
+
+Threads never touch a bus socket, and keep their counts in their own fields;
+the loop copies them into ``self.counters`` for heartbeats and status.
+
+Events: ``serial.open`` ``{port, rs485}``; ``serial.lost`` ``{port, reason,
+open_s}``; ``serial.status`` ``{open, port, since, rs485 (off/on/unsupported),
+reopens, attempts (failed opens since the last success), error, write_queue}``.
+
+Counters: ``frames_in`` (sent to the pool), ``bytes_in``, the deframer's
+``garbage_bytes``, ``bad_fcs``, ``bad_flag``, ``oversize``, ``bad_length``,
+``truncated`` (...); ``frames_out``/``bytes_out`` (written), ``write_errors``
+(of which ``write_timeouts``), ``write_dropped`` (queue full), ``write_stale``,
+``write_bad`` (not bytes), ``rx_dropped`` (loop behind), ``open_failures``,
+``reopens``.
+
+Shutdown: ``on_close`` sets a flag; the port thread sees it within
+``READ_TIMEOUT_MAX_S``, closes the port and ends; both threads are joined
+with a timeout, so SIGTERM ends the process well within a second.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import serial
+import serial.rs485
+
+from common import bus, rfc1662
+from common.service import Service, main_for
+
+log = logging.getLogger("meterlink.uart")
+
+#: Longest a read blocks: bounds how late the port thread sees a stop or a
+#: write fault. Shorter when the idle gap is shorter, so the gap is honoured.
+READ_TIMEOUT_MAX_S = 0.1
+#: Shortest read timeout, so an idle gap of 0 does not spin.
+READ_TIMEOUT_MIN_S = 0.002
+#: Frames held for the meter (while the port is closed or the line is slow).
+WRITE_QUEUE_MAX = 1000
+#: A frame for the meter older than this when its turn comes is dropped.
+WRITE_HOLD_MAX_S = 60.0
+#: Write timeout: this much, plus WRITE_TIMEOUT_FACTOR times the line time of
+#: a maximal frame, before a write counts as stalled (flow control held off).
+WRITE_TIMEOUT_MIN_S = 1.0
+WRITE_TIMEOUT_FACTOR = 4
+#: Bits on the line per byte, upper bound (start, 8 data, parity, 2 stop).
+LINE_BITS_PER_BYTE = 12
+#: How long the writer sleeps waiting for work before it checks the stop flag.
+WRITER_IDLE_S = 0.25
+#: serial.status is published on each change and this often.
+STATUS_INTERVAL_S = 2.0
+#: The first periodic status comes sooner: the PUB socket may still have been
+#: joining when the first change was published.
+STATUS_FIRST_S = 0.5
+#: How long on_close waits for each thread.
+JOIN_TIMEOUT_S = 0.4
+#: Consecutive open failures are logged for the first few, then every Nth.
+OPEN_FAIL_LOG_FIRST = 3
+OPEN_FAIL_LOG_EVERY = 20
+
+_KIND_FRAMES = b"frames"
+_KIND_OPEN = b"open"
+_KIND_LOST = b"lost"
+
+_PARITY: dict[Any, str] = {
+    # The reference solution's numbers ...
+    0: serial.PARITY_NONE,
+    1: serial.PARITY_EVEN,
+    2: serial.PARITY_ODD,
+    3: serial.PARITY_MARK,
+    4: serial.PARITY_SPACE,
+    # ... and pyserial's letters.
+    "N": serial.PARITY_NONE,
+    "E": serial.PARITY_EVEN,
+    "O": serial.PARITY_ODD,
+    "M": serial.PARITY_MARK,
+    "S": serial.PARITY_SPACE,
+}
+_BYTESIZE = {5: serial.FIVEBITS, 6: serial.SIXBITS, 7: serial.SEVENBITS, 8: serial.EIGHTBITS}
+_STOPBITS = {
+    1: serial.STOPBITS_ONE,
+    1.5: serial.STOPBITS_ONE_POINT_FIVE,
+    2: serial.STOPBITS_TWO,
+}
+_FLOWCTL = {0: False, 1: True}  # 1: RTS/CTS
+
+
+def _lookup(table: Mapping[Any, Any], key: str, value: Any) -> Any:
+    # bool is an int in Python, so True would pass as 1; it is never meant.
+    if isinstance(value, bool) or value not in table:
+        allowed = ", ".join(repr(k) for k in table)
+        raise ValueError(f"UART.{key}: {value!r} is not one of {allowed}")
+    return table[value]
+
+
+def serial_settings(uart: Mapping[str, Any]) -> dict[str, Any]:
+    """pyserial keyword arguments for the ``UART`` config section.
+
+    Keys keep the reference solution's meaning: ``bytesize`` 5-8, ``parity``
+    0/1/2 (none/even/odd; 3/4 mark/space) or the letters N/E/O/M/S,
+    ``stopbits`` 1, 1.5 or 2, ``flowctl`` 0 (none) or 1 (RTS/CTS).
+    Raises ``ValueError`` naming the key for anything else.
+    """
+    baudrate = uart.get("baudrate", 115200)
+    if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
+        raise ValueError(f"UART.baudrate: {baudrate!r} is not a positive integer")
+    return {
+        "baudrate": baudrate,
+        "bytesize": _lookup(_BYTESIZE, "bytesize", uart.get("bytesize", 8)),
+        "parity": _lookup(_PARITY, "parity", uart.get("parity", 0)),
+        "stopbits": _lookup(_STOPBITS, "stopbits", uart.get("stopbits", 1)),
+        "rtscts": _lookup(_FLOWCTL, "flowctl", uart.get("flowctl", 0)),
+        "xonxoff": False,  # binary frames: XON/XOFF bytes are data
+        "dsrdtr": False,
+    }
+
+
+def is_url(port: str) -> bool:
+    """A pyserial URL (``socket://...``) rather than a device path."""
+    return "://" in port
+
+
+def open_port(url: str, settings: Mapping[str, Any], rs485: bool) -> tuple[serial.SerialBase, str]:
+    """Open ``url``; return the port and its RS-485 state: off, on or unsupported.
+
+    With ``rs485`` the kernel's RS-485 mode is asked for (pyserial
+    ``rs485_mode``). A port that does not support it (most USB adapters switch
+    direction by themselves, a pty has no such thing) is opened without it and
+    a warning says so, rather than never opening at all.
+    Raises whatever pyserial raises if it cannot be opened (``SerialException``,
+    ``OSError``, ``ValueError``, and ``termios.error``, which is none of these).
+    """
+    kwargs = dict(settings)
+    if not is_url(url):
+        kwargs["exclusive"] = True  # two processes on one meter garble both
+    port = serial.serial_for_url(url, do_not_open=True, **kwargs)
+    if not rs485:
+        port.open()
+        return port, "off"
+    port.rs485_mode = serial.rs485.RS485Settings()
+    try:
+        port.open()
+        return port, "on"
+    except ValueError as exc:  # pyserial: "Failed to set RS485 mode: ..."
+        log.warning("rs485 not supported port=%s error=%r action=open_without_rs485", url, str(exc))
+    port = serial.serial_for_url(url, do_not_open=True, **kwargs)
+    port.open()
+    return port, "unsupported"
+
+
+class Uart(Service):
+    """The ``uart`` process; see the module docstring."""
+
+    def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(bus.UART, config, **kwargs)
+        cfg = config["UART"]
+        self.port_name: str = cfg["port"]
+        self.rs485: bool = cfg["rs485"]
+        self.idle_gap = cfg["idle_gap_ms"] / 1000.0
+        self.reopen_min = max(cfg["reopen_min_s"], 0.01)
+        self.reopen_max = max(cfg["reopen_max_s"], self.reopen_min)
+        self.deframer = rfc1662.Deframer(
+            profile=cfg["profile"], max_info=cfg["max_info"], accm=cfg["accm"]
+        )
+        self.settings = serial_settings(cfg)
+        read_timeout = min(max(self.idle_gap, READ_TIMEOUT_MIN_S), READ_TIMEOUT_MAX_S)
+        max_frame = rfc1662.MIN_FRAME + cfg["max_info"]
+        if cfg["profile"] == "rfc1662":
+            max_frame *= 2  # every byte may be escaped
+        line_time = max_frame * LINE_BITS_PER_BYTE / self.settings["baudrate"]
+        self.settings["timeout"] = read_timeout
+        self.settings["write_timeout"] = WRITE_TIMEOUT_MIN_S + WRITE_TIMEOUT_FACTOR * line_time
+
+        # Shared with the threads. _port is set and cleared only by the port
+        # thread, under _port_lock, which the writer holds while it writes:
+        # so the port is never closed under a write.
+        self._halt = threading.Event()
+        self._port: serial.SerialBase | None = None
+        self._port_lock = threading.Lock()
+        self._wq: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._wcond = threading.Condition()
+        self._write_fault: str | None = None
+        self.rs485_state = "off"
+        self.last_error = ""
+        self.open_since = 0.0
+        self.fail_attempts = 0
+
+        # Port-thread counts (written only there).
+        self._rx = {"bytes_in": 0, "rx_dropped": 0, "open_failures": 0, "reopens": 0}
+        # Writer counts (written only there).
+        self._tx = {
+            "frames_out": 0,
+            "bytes_out": 0,
+            "write_errors": 0,
+            "write_timeouts": 0,
+            "write_stale": 0,
+        }
+
+        self._box = self.thread_inbox("serial", self._on_port_message)
+        self._port_thread = threading.Thread(target=self._run_port, name="uart-port", daemon=True)
+        self._writer = threading.Thread(target=self._run_writer, name="uart-writer", daemon=True)
+        self.on(bus.OP_WRITE)(self._on_write)
+        self.every(STATUS_INTERVAL_S, self.publish_status, first=STATUS_FIRST_S)
+        self.on_close(self._shutdown)
+
+    # -- the loop side -------------------------------------------------------------
+
+    def setup(self) -> None:
+        log.info(
+            "uart starting port=%s baudrate=%d bytesize=%d parity=%s stopbits=%s rtscts=%s "
+            "rs485=%s idle_gap_ms=%g",
+            self.port_name,
+            self.settings["baudrate"],
+            self.settings["bytesize"],
+            self.settings["parity"],
+            self.settings["stopbits"],
+            self.settings["rtscts"],
+            self.rs485,
+            self.idle_gap * 1000,
+        )
+        self.publish_status()
+        self._port_thread.start()
+        self._writer.start()
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def _on_port_message(self, parts: list[bytes]) -> None:
+        kind = parts[0]
+        if kind == _KIND_FRAMES:
+            frames = parts[1:]
+            self.counters["frames_in"] += len(frames)
+            self.send(bus.RESOLVER, bus.OP_FRAMES, frames)
+            return
+        try:
+            info = msgpack.unpackb(parts[1], raw=False) if len(parts) > 1 else {}
+        except Exception:  # only this module posts here; a bad one is a bug
+            info = {}
+        if kind == _KIND_OPEN:
+            log.info(
+                "serial open port=%s rs485=%s reopens=%d",
+                self.port_name,
+                info.get("rs485", ""),
+                self._rx["reopens"],
+            )
+            self.publish(bus.T_SERIAL_OPEN, {"port": self.port_name, **info})
+        elif kind == _KIND_LOST:
+            log.warning(
+                "serial lost port=%s reason=%r open_s=%.1f",
+                self.port_name,
+                info.get("reason", ""),
+                info.get("open_s", 0.0),
+            )
+            self.publish(bus.T_SERIAL_LOST, {"port": self.port_name, **info})
+        self.publish_status()
+
+    def _on_write(self, env: bus.Envelope) -> None:
+        data = env.data
+        if not isinstance(data, list):
+            data = [data]
+        now = time.monotonic()
+        with self._wcond:
+            for frame in data:
+                if not isinstance(frame, bytes) or not frame:
+                    self.count_drop(
+                        "write_bad",
+                        "write dropped reason=not_bytes type=%s src=%s",
+                        type(frame).__name__,
+                        env.src,
+                    )
+                    continue
+                if len(self._wq) >= WRITE_QUEUE_MAX:
+                    self.count_drop(
+                        "write_dropped",
+                        "write dropped reason=queue_full len=%d queued=%d open=%s",
+                        len(frame),
+                        len(self._wq),
+                        self.is_open,
+                    )
+                    continue
+                self._wq.append((now, frame))
+            self._wcond.notify()
+
+    def _sync_counters(self) -> None:
+        c = self.counters
+        for name, value in self.deframer.counters().items():
+            if name != "frames":  # frames_in counts what went to the pool
+                c[name] = value
+        for name, value in self._rx.items():
+            c[name] = value
+        for name, value in self._tx.items():
+            c[name] = value
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "open": self.is_open,
+            "port": self.port_name,
+            "since": self.open_since,
+            "rs485": self.rs485_state,
+            "reopens": self._rx["reopens"],
+            "attempts": self.fail_attempts,
+            "error": self.last_error,
+            "write_queue": len(self._wq),
+        }
+
+    def publish_status(self) -> None:
+        self._sync_counters()
+        self.publish(bus.T_SERIAL_STATUS, self.status())
+
+    def heartbeat_data(self) -> dict[str, Any]:
+        self._sync_counters()
+        data = super().heartbeat_data()
+        data.update(self.status())
+        data["deframer"] = self.deframer.counters()
+        return data
+
+    def _shutdown(self) -> None:
+        self._halt.set()
+        with self._wcond:
+            self._wcond.notify_all()
+        self._port_thread.join(JOIN_TIMEOUT_S)
+        self._writer.join(JOIN_TIMEOUT_S)
+        for thread in (self._port_thread, self._writer):
+            if thread.is_alive():
+                log.warning("thread did not stop name=%s", thread.name)
+        self._sync_counters()
+        log.info(
+            "uart stopped frames_in=%d frames_out=%d unsent=%d",
+            self.counters["frames_in"],
+            self.counters["frames_out"],
+            len(self._wq),
+        )
+
+    # -- the port thread ---------------------------------------------------------
+
+    def _post(self, parts: list[bytes]) -> bool:
+        return self._box.post(parts)
+
+    def _post_frames(self, frames: list[bytes]) -> None:
+        if self._post([_KIND_FRAMES, *frames]):
+            return
+        before = self._rx["rx_dropped"]
+        self._rx["rx_dropped"] = before + len(frames)
+        if before < 10 or before // 1000 != (before + len(frames)) // 1000:
+            log.warning(
+                "frames dropped reason=loop_behind count=%d total=%d",
+                len(frames),
+                before + len(frames),
+            )
+
+    def _run_port(self) -> None:
+        delay = self.reopen_min
+        opened_before = False
+        try:
+            while not self._halt.is_set():
+                try:
+                    port, rs485_state = open_port(self.port_name, self.settings, self.rs485)
+                except Exception as exc:  # termios.error is no OSError: catch all
+                    self._open_failed(exc, delay)
+                    self._halt.wait(delay)
+                    delay = min(delay * 2, self.reopen_max)
+                    continue
+                opened_at = time.monotonic()
+                if opened_before:
+                    self._rx["reopens"] += 1
+                opened_before = True
+                self.rs485_state = rs485_state
+                self.last_error = ""
+                self.fail_attempts = 0
+                self.open_since = time.time()
+                self._write_fault = None
+                with self._port_lock:
+                    self._port = port
+                with self._wcond:
+                    self._wcond.notify_all()
+                self._post([_KIND_OPEN, msgpack.packb({"rs485": rs485_state})])
+
+                reason = self._read_until_fault(port)
+                self._close_port(port)
+                # A partial frame from a line that went away is stale.
+                frames = self.deframer.flush()
+                if frames:
+                    self._post_frames(frames)
+                if reason is None:
+                    break  # stopping
+                open_s = time.monotonic() - opened_at
+                self.last_error = reason
+                self.open_since = time.time()
+                self._post(
+                    [_KIND_LOST, msgpack.packb({"reason": reason, "open_s": round(open_s, 3)})]
+                )
+                # A port that stayed up longer than the longest backoff was
+                # healthy: start over. One that flaps keeps backing off.
+                if open_s >= self.reopen_max:
+                    delay = self.reopen_min
+                self._halt.wait(delay)
+                delay = min(delay * 2, self.reopen_max)
+        except Exception:
+            log.exception("port thread failed port=%s", self.port_name)
+        finally:
+            port = self._port
+            if port is not None:
+                self._close_port(port)
+            self._box.close_thread_side()
+
+    def _open_failed(self, exc: Exception, delay: float) -> None:
+        self.fail_attempts += 1
+        self._rx["open_failures"] += 1
+        error = str(exc)
+        self.last_error = error
+        n = self.fail_attempts
+        if n <= OPEN_FAIL_LOG_FIRST or n % OPEN_FAIL_LOG_EVERY == 0:
+            log.warning(
+                "serial open failed port=%s error=%r attempt=%d retry_in=%.2f",
+                self.port_name,
+                error,
+                n,
+                delay,
+            )
+
+    def _read_until_fault(self, port: serial.SerialBase) -> str | None:
+        """Read and deframe until the port fails (return why) or we stop (None)."""
+        deframer = self.deframer
+        idle_gap = self.idle_gap
+        last_rx = time.monotonic()
+        rx = self._rx
+        while not self._halt.is_set():
+            fault = self._write_fault
+            if fault is not None:
+                return fault
+            try:
+                data = port.read(port.in_waiting or 1)
+            except Exception as exc:  # any failure here is the port's
+                return str(exc) or type(exc).__name__
+            now = time.monotonic()
+            if data:
+                last_rx = now
+                rx["bytes_in"] += len(data)
+                frames = deframer.feed(data)
+            elif deframer.pending and now - last_rx >= idle_gap:
+                frames = deframer.flush()
+            else:
+                continue
+            if frames:
+                self._post_frames(frames)
+        return None
+
+    def _close_port(self, port: serial.SerialBase) -> None:
+        # Wake a write blocked on a dead or stalled line, then wait for the
+        # writer to let go before closing (it holds the lock while writing).
+        cancel = getattr(port, "cancel_write", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:
+                pass
+        with self._port_lock:
+            if self._port is port:
+                self._port = None
+        try:
+            port.close()
+        except Exception as exc:  # a vanished device may fail even this
+            log.debug("serial close failed port=%s error=%r", self.port_name, str(exc))
+
+    # -- the writer thread ---------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        tx = self._tx
+        while not self._halt.is_set():
+            with self._wcond:
+                # After a write fault, wait for the port thread to reopen.
+                if not self._wq or self._port is None or self._write_fault is not None:
+                    self._wcond.wait(WRITER_IDLE_S)
+                    continue
+                queued_at, frame = self._wq.popleft()
+            if time.monotonic() - queued_at > WRITE_HOLD_MAX_S:
+                tx["write_stale"] += 1
+                n = tx["write_stale"]
+                if n <= 10 or n % 1000 == 0:
+                    log.warning(
+                        "write dropped reason=stale len=%d held_s=%.1f total=%d",
+                        len(frame),
+                        time.monotonic() - queued_at,
+                        n,
+                    )
+                continue
+            with self._port_lock:
+                port = self._port
+                if port is None:
+                    # Closed since we looked: keep the frame, first in line.
+                    with self._wcond:
+                        self._wq.appendleft((queued_at, frame))
+                    continue
+                try:
+                    port.write(frame)
+                except serial.SerialTimeoutException:
+                    tx["write_errors"] += 1
+                    tx["write_timeouts"] += 1
+                    log.warning(
+                        "write failed reason=timeout len=%d timeout_s=%.2f total=%d",
+                        len(frame),
+                        self.settings["write_timeout"],
+                        tx["write_errors"],
+                    )
+                    continue
+                except Exception as exc:
+                    tx["write_errors"] += 1
+                    error = str(exc) or type(exc).__name__
+                    log.warning(
+                        "write failed reason=io len=%d error=%r total=%d",
+                        len(frame),
+                        error,
+                        tx["write_errors"],
+                    )
+                    # The port thread closes and reopens it.
+                    self._write_fault = f"write failed: {error}"
+                    continue
+            tx["frames_out"] += 1
+            tx["bytes_out"] += len(frame)
+
+
+def make_uart(config: dict[str, Any]) -> Uart:
+    return Uart(config)
+
+
+def main() -> None:
+    main_for(make_uart, bus.UART)
+
+
+if __name__ == "__main__":
+    main()

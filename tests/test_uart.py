@@ -1,0 +1,364 @@
+"""The uart service against a meter on a real pseudo-terminal.
+
+Every test but the first two runs real processes: the broker, a resolver
+worker (whose built-in 0x2100 handler forwards the info bytes to ``client``)
+and ``services.uart``, configured with ``UART.port`` = a symlink in the run
+directory that points at the slave of a pty the test holds (tests.pty_util).
+The probe plays the client (it receives what the pool releases for it) and
+sends ``write`` to uart as the client would.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import serial
+
+from common import bus, rfc1662
+from services.uart import is_url, open_port, serial_settings
+from tests.conftest import Probe, Stack, base_config, shared_dir
+from tests.pty_util import MeterPty
+
+# Longer than any pause between the test's own writes, so that only a real
+# idle line (the end of a burst) makes uart flush a partial frame.
+TEST_IDLE_GAP_MS = 150
+FAST_REOPEN = {"reopen_min_s": 0.05, "reopen_max_s": 0.4}
+
+
+def vectors() -> dict[str, Any]:
+    return json.loads((shared_dir() / "vectors" / "frames.json").read_text())
+
+
+def payload_frame(info: bytes) -> bytes:
+    return rfc1662.encode(rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, rfc1662.CMD_SERIAL_NET, info))
+
+
+def forwarded(raw_frames: list[bytes]) -> list[bytes]:
+    """What the built-in 0x2100 handler sends to the client for these frames."""
+    out = []
+    for raw in raw_frames:
+        frame = rfc1662.decode(raw)
+        if frame.protocol == rfc1662.PROTO_TRANSPARENT and frame.info:
+            out.append(frame.info)
+    return out
+
+
+def collect(sock: Any, want: int, timeout: float, settle: float = 0.2) -> list[bytes]:
+    """Payloads sent to the client: ``want`` of them, then anything in ``settle``."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        if sock.poll(100):
+            env = bus.decode(sock.recv_multipart()[-1])
+            assert env.op == bus.OP_SEND
+            got.extend(env.data)
+    end = time.monotonic() + settle
+    while (left := end - time.monotonic()) > 0:
+        if sock.poll(int(left * 1000) + 1):
+            got.extend(bus.decode(sock.recv_multipart()[-1]).data)
+    return got
+
+
+def uart_entry(registry: dict[str, Any]) -> dict[str, Any] | None:
+    for entry in registry.get("services", []):
+        if entry.get("name") == bus.UART:
+            return entry
+    return None
+
+
+@pytest.fixture
+def link(run_dir: Path) -> Path:
+    return run_dir / "meter.tty"
+
+
+@pytest.fixture
+def meter(link: Path):
+    m = MeterPty(link)
+    yield m
+    m.close()
+
+
+def start(stack: Stack, run_dir: Path, resolver: bool = True, **uart: Any):
+    stack.write_config(base_config(run_dir, UART={"idle_gap_ms": TEST_IDLE_GAP_MS, **uart}))
+    broker = stack.start("services.broker")
+    if resolver:
+        worker = stack.start("services.resolver")
+        broker.wait_log(f"worker up ident=resolver-{worker.pid}-", timeout=15)
+    return broker, stack.start("services.uart")
+
+
+# -- in-process: settings and opening ------------------------------------------------
+
+
+def test_serial_settings_map_reference_values_and_letters():
+    base = {"baudrate": 9600}
+    s = serial_settings(base)
+    assert (s["bytesize"], s["parity"], s["stopbits"], s["rtscts"]) == (
+        serial.EIGHTBITS,
+        serial.PARITY_NONE,
+        serial.STOPBITS_ONE,
+        False,
+    )
+    for value, letter in [(0, "N"), (1, "E"), (2, "O"), (3, "M"), (4, "S")]:
+        assert serial_settings({**base, "parity": value})["parity"] == letter
+        assert serial_settings({**base, "parity": letter})["parity"] == letter
+    for size in (5, 6, 7, 8):
+        assert serial_settings({**base, "bytesize": size})["bytesize"] == size
+    assert serial_settings({**base, "stopbits": 1.5})["stopbits"] == serial.STOPBITS_ONE_POINT_FIVE
+    assert serial_settings({**base, "stopbits": 2})["stopbits"] == serial.STOPBITS_TWO
+    assert serial_settings({**base, "flowctl": 1})["rtscts"] is True
+    assert serial_settings(base)["xonxoff"] is False  # frames are binary
+    for key, bad in [
+        ("parity", 5),
+        ("parity", "X"),
+        ("parity", True),
+        ("bytesize", 9),
+        ("stopbits", 3),
+        ("flowctl", 2),
+        ("baudrate", 0),
+    ]:
+        with pytest.raises(ValueError, match=f"UART.{key}"):
+            serial_settings({**base, key: bad})
+    assert is_url("socket://127.0.0.1:1") and is_url("loop://") and not is_url("/dev/ttyUSB0")
+
+
+def test_open_port_on_a_pty_and_rs485_fallback(link: Path, meter: MeterPty, caplog):
+    settings = {**serial_settings({"baudrate": 115200, "parity": "E"}), "timeout": 0.05}
+    port, state = open_port(str(link), settings, rs485=False)
+    try:
+        assert state == "off" and port.parity == serial.PARITY_EVEN
+    finally:
+        port.close()
+    # A pty has no RS-485 mode: a clear warning, and the port opens without it.
+    # (A fresh pty: Linux refuses to set a pty's termios again once parity was on.)
+    meter.replug()
+    settings = {**serial_settings({"baudrate": 115200}), "timeout": 0.05}
+    port, state = open_port(str(link), settings, rs485=True)
+    try:
+        assert state == "unsupported"
+        assert "rs485 not supported" in caplog.text
+        port.write(b"\x7e\x00\x7e")
+        assert meter.read_exactly(3, timeout=5) == b"\x7e\x00\x7e"
+    finally:
+        port.close()
+    # loop:// through the same function: a URL works as a path does.
+    port, _ = open_port("loop://", settings, rs485=False)
+    try:
+        port.write(b"abc")
+        assert port.read(3) == b"abc"
+    finally:
+        port.close()
+
+
+# -- real processes ----------------------------------------------------------------------
+
+
+def test_uplink_noise_and_split_writes_arrive_exact_and_in_order(
+    stack: Stack, probe: Probe, run_dir: Path, meter: MeterPty
+):
+    sink = probe.inbox(bus.CLIENT)
+    registry = probe.subscriber(bus.T_REGISTRY)
+    _broker, uart = start(stack, run_dir)
+    uart.wait_log("serial open port=", timeout=15)
+
+    # 1. The noisy stream from the shared vectors, chunk by chunk as given. Its
+    # last frames only come out when the line goes idle (the stale-partial rule).
+    noisy = vectors()["streams"][0]
+    assert noisy["flush_at_end"]
+    noisy_frames = [bytes.fromhex(f) for f in noisy["frames"]]
+    for chunk in noisy["chunks"]:
+        meter.write(bytes.fromhex(chunk))
+    want = forwarded(noisy_frames)
+    assert collect(sink, len(want), timeout=15) == want
+
+    # 2. Numbered frames with garbage between them: the first third written one
+    # byte at a time, the next in random pieces, the rest in one write.
+    rng = random.Random(7)
+    seq_frames = [
+        payload_frame(b"seq%04d" % i + bytes(rng.randrange(256) for _ in range(rng.randrange(40))))
+        + bytes(rng.choice(b"\x00\x7e\xff\x03\x21\x55") for _ in range(rng.randrange(4)))
+        for i in range(60)
+    ]
+    stream = b"".join(seq_frames)
+    third = len(b"".join(seq_frames[:20]))
+    meter.write(stream[:third], chunk=1)
+    rest = stream[third:]
+    pos = 0
+    while pos < len(rest) // 2:
+        n = rng.randrange(1, 50)
+        meter.write(rest[pos : pos + n])
+        pos += n
+    meter.write(rest[pos:])
+    want_seq = [b"seq%04d" % i for i in range(60)]
+    got = collect(sink, 60, timeout=15)
+    assert [p[:7] for p in got] == want_seq
+    assert got == forwarded([rfc1662.Deframer().feed(f)[0] for f in seq_frames])
+
+    # The counters tell the same story as a deframer fed the same bytes.
+    ref = rfc1662.Deframer()
+    ref.feed(b"".join(bytes.fromhex(c) for c in noisy["chunks"]))
+    ref.flush()
+    ref.feed(stream)
+    ref.flush()
+    total = len(noisy_frames) + 60
+    entry = probe.wait_event(
+        registry,
+        bus.T_REGISTRY,
+        lambda d: (e := uart_entry(d)) is not None and e["counters"].get("frames_in") == total,
+        timeout=10,
+    )
+    entry = uart_entry(entry)
+    assert entry is not None and entry["open"] is True and entry["port"] == str(meter.link)
+    for name in ("garbage_bytes", "bad_fcs", "oversize"):
+        assert entry["counters"].get(name, 0) == getattr(ref, name), name
+    assert entry["deframer"]["frames"] == total
+    assert ref.garbage_bytes > 0 and ref.bad_fcs > 0
+
+
+def test_downlink_writes_reach_the_meter_exact_and_in_order(
+    stack: Stack, probe: Probe, run_dir: Path, meter: MeterPty
+):
+    status = probe.subscriber(bus.T_SERIAL_STATUS)
+    _broker, uart = start(stack, run_dir, resolver=False)
+    uart.wait_log("serial open port=", timeout=15)
+    got = probe.wait_event(status, bus.T_SERIAL_STATUS, lambda d: d["open"], timeout=5)
+    assert got["port"] == str(meter.link) and got["rs485"] == "off"
+
+    rng = random.Random(11)
+    frames = [
+        payload_frame(bytes(rng.randrange(256) for _ in range(rng.randrange(300))))
+        for _ in range(80)
+    ]
+    frames.append(payload_frame(b"\x7e" * 1024))  # the largest info, all flag bytes
+    i = 0
+    while i < len(frames):
+        n = rng.randint(1, 7)
+        probe.send(bus.UART, bus.OP_WRITE, frames[i : i + n], src=bus.CLIENT)
+        i += n
+    want = b"".join(frames)
+    assert meter.read_exactly(len(want), timeout=10) == want
+    assert meter.expect_silence(0.2) == b""
+    # Bad data in a write is counted and dropped; the good frames still go out.
+    probe.send(bus.UART, bus.OP_WRITE, ["not bytes", frames[0]], src=bus.CLIENT)
+    assert meter.read_exactly(len(frames[0]), timeout=5) == frames[0]
+    uart.wait_log("write dropped reason=not_bytes")
+
+
+def test_port_vanishes_and_returns_traffic_resumes_both_ways(
+    stack: Stack, probe: Probe, run_dir: Path, meter: MeterPty
+):
+    events = probe.subscriber("serial.")
+    registry = probe.subscriber(bus.T_REGISTRY)
+    sink = probe.inbox(bus.CLIENT)
+    _broker, uart = start(stack, run_dir, **FAST_REOPEN)
+    uart.wait_log("serial open port=", timeout=15)
+    probe.wait_event(events, bus.T_SERIAL_STATUS, lambda d: d["open"], timeout=5)
+
+    meter.write(payload_frame(b"before"))
+    assert collect(sink, 1, timeout=10) == [b"before"]
+
+    meter.vanish()  # the USB adapter is pulled out
+    lost = probe.wait_event(events, bus.T_SERIAL_LOST, timeout=5)
+    assert lost["port"] == str(meter.link) and lost["reason"]
+    probe.wait_event(events, bus.T_SERIAL_STATUS, lambda d: not d["open"], timeout=5)
+    uart.wait_log("serial lost port=")
+
+    # Frames for the meter while it is away are held, then written in order.
+    held = [payload_frame(b"held-1"), payload_frame(b"held-2")]
+    probe.send(bus.UART, bus.OP_WRITE, held, src=bus.CLIENT)
+    probe.wait_event(
+        registry,
+        bus.T_REGISTRY,
+        lambda d: (e := uart_entry(d)) is not None and e.get("write_queue") == 2,
+        timeout=5,
+    )
+
+    meter.replug()  # a new pty, the link re-pointed
+    opened = probe.wait_event(events, bus.T_SERIAL_OPEN, timeout=5)
+    assert opened["port"] == str(meter.link)
+    probe.wait_event(events, bus.T_SERIAL_STATUS, lambda d: d["open"] and d["reopens"] == 1)
+    want = b"".join(held)
+    assert meter.read_exactly(len(want), timeout=5) == want
+
+    meter.write(payload_frame(b"after"))
+    assert collect(sink, 1, timeout=10) == [b"after"]
+    probe.send(bus.UART, bus.OP_WRITE, [payload_frame(b"down")], src=bus.CLIENT)
+    assert meter.read_exactly(len(payload_frame(b"down")), timeout=5) == payload_frame(b"down")
+    assert uart.alive()
+
+
+def test_missing_port_at_start_is_retried_then_opens_and_stops_fast(
+    stack: Stack, probe: Probe, run_dir: Path, link: Path
+):
+    status = probe.subscriber(bus.T_SERIAL_STATUS)
+    _broker, uart = start(stack, run_dir, resolver=False, **FAST_REOPEN)
+    uart.wait_log("serial open failed port=", timeout=15)
+    got = probe.wait_event(status, bus.T_SERIAL_STATUS, lambda d: d["attempts"] >= 1, timeout=5)
+    assert got["open"] is False and "No such file" in got["error"]
+    assert uart.alive()
+
+    meter = MeterPty(link)  # the device appears
+    try:
+        uart.wait_log("serial open port=", timeout=5)
+        probe.wait_event(status, bus.T_SERIAL_STATUS, lambda d: d["open"], timeout=5)
+        frame = payload_frame(b"hello meter")
+        probe.send(bus.UART, bus.OP_WRITE, [frame], src=bus.CLIENT)
+        assert meter.read_exactly(len(frame), timeout=5) == frame
+
+        began = time.monotonic()
+        uart.kill(signal.SIGTERM)
+        elapsed = time.monotonic() - began
+        assert uart.popen.returncode == 0
+        assert elapsed < 1.0, f"uart took {elapsed:.2f}s to stop"
+        assert "service stopped name=uart" in uart.text()
+    finally:
+        meter.close()
+
+
+def test_socket_url_port_reconnects_after_the_peer_closes(
+    stack: Stack, probe: Probe, run_dir: Path
+):
+    # UART.port may be any pyserial URL: here a meter behind a TCP serial server.
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    host, port = server.getsockname()
+    try:
+        events = probe.subscriber("serial.")
+        _broker, uart = start(
+            stack, run_dir, resolver=False, port=f"socket://{host}:{port}", **FAST_REOPEN
+        )
+        conn, _ = server.accept()
+        conn.settimeout(5)
+        uart.wait_log("serial open port=socket://", timeout=10)
+        frame = payload_frame(b"over tcp")
+        probe.send(bus.UART, bus.OP_WRITE, [frame], src=bus.CLIENT)
+        assert recv_exactly(conn, len(frame)) == frame
+
+        conn.close()  # the serial server drops the connection
+        lost = probe.wait_event(events, bus.T_SERIAL_LOST, timeout=5)
+        assert "disconnected" in lost["reason"]
+        conn, _ = server.accept()  # uart dials again
+        conn.settimeout(5)
+        probe.wait_event(events, bus.T_SERIAL_OPEN, timeout=5)
+        probe.send(bus.UART, bus.OP_WRITE, [frame], src=bus.CLIENT)
+        assert recv_exactly(conn, len(frame)) == frame
+        conn.close()
+    finally:
+        server.close()
+
+
+def recv_exactly(conn: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))  # the socket's own timeout bounds this
+        if not chunk:
+            break
+        buf += chunk
+    return buf
