@@ -1,0 +1,949 @@
+"""The HES client: one TCP (optionally TLS) connection to the head-end system.
+
+Uplink: ``send`` messages carry a list of payloads (from the resolver workers,
+already in meter order); they go to the HES as a byte stream, in order. While
+the link is up and nothing waits in the spool they are handed straight to the
+connection; otherwise (link down, spool not empty, or too much already in
+flight) they are appended to a durable spool (``common.spool``, SQLite in the
+run directory), which drains in order once the link is back, so order holds
+across outages and restarts. What the spool's bounds drop is counted and logged.
+
+Downlink: every chunk read from the HES is wrapped in 0x2100/0xBF frames of at
+most ``UART.max_info`` info bytes and written to the meter (``uart.write``).
+
+Theory of operation. Socket I/O runs in one connection thread, not in the
+service loop: name resolution, a connect bounded by ``TCP_SERVER.timeout``
+and a TLS handshake are blocking steps by nature, and a slow HES needs writes
+that wait for the socket to drain, which the loop (it polls for input only)
+cannot express. The thread owns the socket, the reconnect backoff (exponential
+with jitter, ``reconnect_min_s`` .. ``reconnect_max_s``), the registration
+packet on every connect and the heartbeat packet; it waits in ``select`` on the
+socket and a wake-up pipe, so ``stop()`` ends it at once. The loop owns
+everything else (spool, counters, events) and never waits on the socket:
+
+- loop -> thread: ``Connection.submit(gen, payloads)`` appends to a queue
+  under a lock and wakes the thread; it refuses (returns False) if connection
+  ``gen`` is no longer the live one.
+- thread -> loop: downlink data, and a coalesced wake-up, through a
+  ``ThreadInbox``; the truth (connection generation, up/down, payloads written
+  so far) is read under the lock with ``snapshot()`` on each wake-up and every
+  ``SYNC_INTERVAL``, so a dropped wake-up only delays, never loses, a change.
+
+The loop keeps what it handed over in ``inflight`` until the thread reports it
+written. When a connection dies, what was not written is discarded by the
+thread: spooled payloads are still in the spool (they are acknowledged only
+once written) and are sent again; direct payloads go back to the front of the
+spool. Delivery is at least once: a payload cut by a dying connection is sent
+whole again on the next. Payloads in flight that were never spooled are lost
+if the process is SIGKILLed; everything the spool accepted is not.
+
+Events: ``link.up`` / ``link.down`` (with ``reason``) on each change;
+``link.status`` (state: ``up``, ``host``, ``port``, ``tls``, ``since``,
+``spool_depth``, ``spool_bytes``, ``inflight``, ``reconnects``,
+``last_error``) on each change, again one tick later, and every
+``STATUS_INTERVAL``. The heartbeat carries the same under ``link``.
+
+Counters: ``uplink.payloads``/``uplink.bytes`` (written to the HES),
+``downlink.chunks``/``bytes``/``frames``, ``tcp.bytes_up``/``bytes_down``
+(everything, registration and heartbeats included), ``hes.registrations``,
+``hes.heartbeats``, ``link.connects``/``reconnects``/``connect_failed``/
+``downs``/``errors``, ``spool.appended``/``requeued``, and the losses:
+``spool.dropped_size``, ``spool.dropped_age`` (payloads; bytes in
+``spool.evicted_bytes``), ``spool.errors``, ``downlink.dropped``, ``send.bad``.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import itertools
+import logging
+import os
+import random
+import select
+import socket
+import ssl
+import string
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from common import bus, rfc1662
+from common.config import ConfigError, load_or_exit
+from common.service import Service, ThreadInbox, setup_logging
+from common.spool import Dropped, Spool, SpoolError
+
+log = logging.getLogger("meterlink.client")
+
+SPOOL_FILE = "client-spool.sqlite3"  # in the run directory
+RECV_SIZE = 65536  # bytes per read from the HES
+WRITE_CHUNK = 65536  # bytes per write to the HES
+INFLIGHT_MAX_BYTES = 256 * 1024  # handed to the connection and not yet written
+DRAIN_BATCH = 256  # spool entries read per step while draining
+DOWNLINK_HWM = 1000  # downlink chunks the thread may queue for the loop
+SYNC_INTERVAL = 0.25  # seconds: loop reconciles with the thread at least this often
+STATUS_INTERVAL = 2.0  # seconds: link.status is published at least this often
+EXPIRE_INTERVAL_MAX = 60.0  # seconds between spool age checks (less if max_age_s is short)
+IDLE_SELECT_S = 1.0  # longest the thread waits in select with nothing due
+STABLE_LINK_S = 10.0  # a link up this long resets the reconnect backoff
+RECONNECT_FLOOR_S = 0.05  # never retry faster than this, whatever the config says
+KEEPALIVE_PROBES = 3  # TCP_KEEPCNT; TCP_KEEPINTVL is keep_alive / this
+STOP_JOIN_S = 0.5  # how long close() waits for the connection thread
+
+#: Names a text registration or heartbeat template may use.
+TEMPLATE_NAMES = ("device_name", "meter_sn", "hostname", "hes_host", "hes_port")
+
+_DATA = b"d"  # thread -> loop: [b"d", chunk]
+_WAKE = b"w"  # thread -> loop: [b"w"], "look at snapshot()"
+
+
+# -- configuration --------------------------------------------------------------
+
+
+def template_values(config: dict[str, Any]) -> dict[str, str]:
+    tcp = config["TCP_SERVER"]
+    return {
+        "device_name": config["DEVICE"]["name"],
+        "meter_sn": config["DEVICE"]["meter_sn"],
+        "hostname": socket.gethostname(),
+        "hes_host": tcp["host"],
+        "hes_port": str(tcp["port"]),
+    }
+
+
+def render_packet(spec: dict[str, Any], key: str, values: dict[str, str]) -> bytes:
+    """A registration/heartbeat packet from its config (hex or text template).
+
+    Raises ``ConfigError`` naming ``key`` for bad hex, an unknown template
+    name or a malformed template.
+    """
+    payload: str = spec["payload"]
+    if spec["format"] == "hex":
+        try:
+            return bytes.fromhex(payload)
+        except ValueError as exc:
+            raise ConfigError(f"config key {key}.payload: not hex: {exc}") from None
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(payload) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"config key {key}.payload: bad template: {exc}") from None
+    for name in names:
+        if name not in values:
+            raise ConfigError(
+                f"config key {key}.payload: unknown template name {{{name}}}; "
+                f"known: {', '.join(sorted(values))}"
+            )
+    try:
+        return payload.format(**values).encode()
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ConfigError(f"config key {key}.payload: bad template: {exc}") from None
+
+
+def ssl_context(tls: dict[str, Any]) -> ssl.SSLContext | None:
+    """The client TLS context from ``TCP_SERVER.tls``; None when TLS is off."""
+    if not tls["enabled"]:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls["ca"]:
+        try:
+            ctx.load_verify_locations(cafile=tls["ca"])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"config key TCP_SERVER.tls.ca: cannot load {tls['ca']}: {exc}"
+            ) from None
+    else:
+        ctx.load_default_certs()
+    if tls["cert"]:
+        try:
+            ctx.load_cert_chain(tls["cert"], tls["key"] or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"config key TCP_SERVER.tls.cert/key: cannot load {tls['cert']}: {exc}"
+            ) from None
+    elif tls["key"]:
+        raise ConfigError("config key TCP_SERVER.tls.key: set, but tls.cert is empty")
+    if not tls["verify"]:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything the connection thread needs, checked at start."""
+
+    host: str
+    port: int
+    timeout: float
+    keep_alive: int
+    reconnect_min: float
+    reconnect_max: float
+    tls: ssl.SSLContext | None
+    server_hostname: str
+    registration: bytes
+    heartbeat: bytes
+    heartbeat_interval: float
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Target:
+        tcp = config["TCP_SERVER"]
+        values = template_values(config)
+        registration = render_packet(tcp["registration"], "TCP_SERVER.registration", values)
+        hb = tcp["heartbeat"]
+        heartbeat = render_packet(hb, "TCP_SERVER.heartbeat", values)
+        if hb["interval_s"] > 0 and not heartbeat:
+            raise ConfigError(
+                "config key TCP_SERVER.heartbeat.payload: empty, "
+                f"but heartbeat.interval_s is {hb['interval_s']}"
+            )
+        if tcp["reconnect_max_s"] < tcp["reconnect_min_s"]:
+            raise ConfigError(
+                f"config key TCP_SERVER.reconnect_max_s: {tcp['reconnect_max_s']} "
+                f"is below reconnect_min_s {tcp['reconnect_min_s']}"
+            )
+        rmin = max(RECONNECT_FLOOR_S, float(tcp["reconnect_min_s"]))
+        return cls(
+            host=tcp["host"],
+            port=int(tcp["port"]),
+            timeout=float(tcp["timeout"]) or 1.0,
+            keep_alive=int(tcp["keep_alive"]),
+            reconnect_min=rmin,
+            reconnect_max=max(rmin, float(tcp["reconnect_max_s"])),
+            tls=ssl_context(tcp["tls"]),
+            server_hostname=tcp["tls"]["server_hostname"] or tcp["host"],
+            registration=registration,
+            heartbeat=heartbeat if hb["interval_s"] > 0 else b"",
+            heartbeat_interval=float(hb["interval_s"]),
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` (0-based): doubling, capped, jittered."""
+        cap = min(self.reconnect_max, self.reconnect_min * 2 ** min(attempt, 30))
+        return random.uniform(max(self.reconnect_min, cap / 2), cap)
+
+
+# -- the connection thread --------------------------------------------------------
+
+
+class LinkClosed(Exception):
+    """The connection ended; the message says why (logged as ``reason=``)."""
+
+
+@dataclass
+class LinkStats:
+    """Written by the connection thread only; the loop reads them."""
+
+    connects: int = 0
+    connect_failed: int = 0
+    registrations: int = 0
+    heartbeats: int = 0
+    tcp_bytes_up: int = 0
+    tcp_bytes_down: int = 0
+    errors: int = 0
+
+
+class Connection(threading.Thread):
+    """Owns the socket: connect, TLS, keep-alive, reads, writes, backoff."""
+
+    def __init__(self, target: Target, inbox: ThreadInbox) -> None:
+        super().__init__(name="hes-connection", daemon=True)
+        self.t = target
+        self._inbox = inbox
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        # Shared under _lock:
+        self._gen = 0
+        self._up = False
+        self._written = 0  # payloads from submit() written to the socket, ever
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._wake_pending = False
+        self.last_error = ""
+        self.stats = LinkStats()
+
+    # -- called from the service loop --------------------------------------------
+
+    def submit(self, gen: int, payloads: list[bytes]) -> bool:
+        """Queue payloads for connection ``gen``; False if that connection is gone."""
+        with self._lock:
+            if not self._up or gen != self._gen:
+                return False
+            self._queue.extend(payloads)
+        self._kick()
+        return True
+
+    def snapshot(self) -> tuple[int, bool, int]:
+        """(generation, up, payloads written so far)."""
+        with self._lock:
+            self._wake_pending = False
+            return self._gen, self._up, self._written
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._kick()
+
+    def _kick(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # full pipe: the thread is already due to wake
+
+    # -- the thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        attempt = 0
+        try:
+            while not self._stopping.is_set():
+                delay = self.t.backoff(attempt)
+                try:
+                    stable = self._session(attempt, delay)
+                except Exception:  # a bug must not end the link for good
+                    self.stats.errors += 1
+                    log.exception("connection error host=%s port=%d", self.t.host, self.t.port)
+                    with self._lock:
+                        self._up = False
+                        self._queue.clear()
+                        self.last_error = "internal error"
+                    self._notify()
+                    stable = False
+                if self._stopping.is_set():
+                    break
+                if stable:
+                    attempt = 0
+                    delay = self.t.backoff(0)
+                else:
+                    attempt += 1
+                self._wait(delay)
+        finally:
+            self._inbox.close_thread_side()
+            self._wake_r.close()
+
+    def _session(self, attempt: int, delay: float) -> bool:
+        """Connect and serve one connection; True if it stayed up long enough to be stable."""
+        try:
+            sock = self._connect()
+        except LinkClosed as exc:
+            self.stats.connect_failed += 1
+            self._note_failure(str(exc), attempt, delay)
+            return False
+        if sock is None:
+            return False  # stopping
+        started = time.monotonic()
+        with self._lock:
+            self._gen += 1
+            self._up = True
+            self._queue.clear()
+            self.last_error = ""
+        self.stats.connects += 1
+        self._notify()
+        reason = "internal error"
+        try:
+            self._serve(sock)
+            reason = "stopping"
+        except LinkClosed as exc:
+            reason = str(exc)
+        finally:
+            with self._lock:
+                self._up = False
+                self._queue.clear()
+                self.last_error = reason
+            sock.close()
+            self._notify()
+        return time.monotonic() - started >= STABLE_LINK_S
+
+    def _note_failure(self, reason: str, attempt: int, delay: float) -> None:
+        with self._lock:
+            same = self.last_error == reason
+            self.last_error = reason
+        # A vanished HES fails every few seconds for hours: log changes, then
+        # only every 100th repeat.
+        level = logging.DEBUG if same and (attempt + 1) % 100 else logging.WARNING
+        log.log(
+            level,
+            "connect failed host=%s port=%d reason=%s attempt=%d retry_in=%.2fs",
+            self.t.host,
+            self.t.port,
+            reason,
+            attempt + 1,
+            delay,
+        )
+        self._notify()
+
+    def _notify(self) -> None:
+        """Tell the loop to look at snapshot(), once until it has looked."""
+        with self._lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        if not self._inbox.post([_WAKE]):
+            # The periodic sync will see the change anyway.
+            with self._lock:
+                self._wake_pending = False
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, ending at once on stop()."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            select.select([self._wake_r], [], [], left)
+            self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _connect(self) -> socket.socket | None:
+        """A connected (and TLS-established) non-blocking socket, None if stopping."""
+        t = self.t
+        try:
+            infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise LinkClosed(f"resolve: {exc}") from None
+        deadline = time.monotonic() + t.timeout
+        reason = "no address"
+        for family, kind, proto, _, addr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                err = sock.connect_ex(addr)
+                if err not in (0, errno.EINPROGRESS):
+                    raise LinkClosed(f"connect: {os.strerror(err)}")
+                if err and not self._await(sock, write=True, deadline=deadline):
+                    if self._stopping.is_set():
+                        sock.close()
+                        return None
+                    raise LinkClosed(f"connect: timed out after {t.timeout}s")
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise LinkClosed(f"connect: {os.strerror(err)}")
+                self._set_options(sock)
+                if t.tls is not None:
+                    tls_sock = self._handshake(sock, deadline)
+                    if tls_sock is None:
+                        sock.close()
+                        return None
+                    return tls_sock
+                return sock
+            except LinkClosed as exc:
+                sock.close()
+                reason = str(exc)
+            except OSError as exc:
+                sock.close()
+                reason = f"connect: {exc.strerror or exc}"
+        raise LinkClosed(reason)
+
+    def _await(self, sock: socket.socket, *, write: bool, deadline: float) -> bool:
+        """Wait until ``sock`` is writable (or readable); False on timeout or stop."""
+        while not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            r, w, _ = select.select(
+                [self._wake_r] + ([] if write else [sock]), [sock] if write else [], [], left
+            )
+            if self._wake_r in r:
+                self._drain_wake()
+            if sock in r or sock in w:
+                return True
+        return False
+
+    def _set_options(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        idle = self.t.keep_alive
+        if idle <= 0:
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        interval = max(1, idle // KEEPALIVE_PROBES)
+        for name, value in (
+            ("TCP_KEEPIDLE", idle),
+            ("TCP_KEEPINTVL", interval),
+            ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+            # Unacknowledged data also ends the link after as long as
+            # keep-alive would take to notice a dead peer.
+            ("TCP_USER_TIMEOUT", (idle + interval * KEEPALIVE_PROBES) * 1000),
+        ):
+            opt = getattr(socket, name, None)
+            if opt is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+    def _handshake(self, sock: socket.socket, deadline: float) -> ssl.SSLSocket | None:
+        assert self.t.tls is not None
+        try:
+            tls = self.t.tls.wrap_socket(
+                sock, server_hostname=self.t.server_hostname, do_handshake_on_connect=False
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            raise LinkClosed(f"tls: {exc}") from None
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                ok = self._await(tls, write=False, deadline=deadline)
+            except ssl.SSLWantWriteError:
+                ok = self._await(tls, write=True, deadline=deadline)
+            except ssl.SSLCertVerificationError as exc:
+                tls.close()
+                raise LinkClosed(f"tls: certificate verify failed: {exc.verify_message}") from None
+            except (ssl.SSLError, OSError) as exc:
+                tls.close()
+                raise LinkClosed(f"tls: {exc}") from None
+            if not ok:
+                if self._stopping.is_set():
+                    tls.close()
+                    return None
+                tls.close()
+                raise LinkClosed(f"tls: handshake timed out after {self.t.timeout}s")
+
+    def _serve(self, sock: socket.socket) -> None:
+        """Move bytes both ways until the link fails (LinkClosed) or stop()."""
+        t = self.t
+        is_tls = isinstance(sock, ssl.SSLSocket)
+        pending: collections.deque[tuple[bytes, bool]] = collections.deque()  # (data, counted)
+        offset = 0  # bytes of pending[0] already written
+        retry: bytes | None = None  # TLS: a write must be retried with the same bytes
+        if t.registration:
+            pending.append((t.registration, False))
+            self.stats.registrations += 1
+        hb_due = time.monotonic() + t.heartbeat_interval if t.heartbeat else float("inf")
+        while not self._stopping.is_set():
+            with self._lock:
+                if self._queue:
+                    pending.extend((p, True) for p in self._queue)
+                    self._queue.clear()
+            now = time.monotonic()
+            if now >= hb_due:
+                pending.append((t.heartbeat, False))
+                self.stats.heartbeats += 1
+                hb_due = max(hb_due + t.heartbeat_interval, now)
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                timeout = min(IDLE_SELECT_S, max(0.0, hb_due - now))
+                r, w, _ = select.select(
+                    [sock, self._wake_r], [sock] if pending else [], [], timeout
+                )
+                if self._wake_r in r:
+                    self._drain_wake()
+            else:
+                r, w = [sock], []
+            if sock in r:
+                self._read(sock, is_tls)
+            if sock in w and pending:
+                offset, retry = self._write(sock, pending, offset, retry)
+
+    def _read(self, sock: socket.socket, is_tls: bool) -> None:
+        while True:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return
+            except InterruptedError:
+                continue
+            except (ssl.SSLError, OSError) as exc:
+                raise LinkClosed(f"recv: {getattr(exc, 'strerror', None) or exc}") from None
+            if not data:
+                raise LinkClosed("closed by the HES")
+            self.stats.tcp_bytes_down += len(data)
+            self._inbox.post([_DATA, data])  # a full inbox counts downlink.dropped
+            if not (is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return
+
+    def _write(
+        self,
+        sock: socket.socket,
+        pending: collections.deque[tuple[bytes, bool]],
+        offset: int,
+        retry: bytes | None,
+    ) -> tuple[int, bytes | None]:
+        if retry is not None:
+            chunk = retry
+        else:
+            parts = [pending[0][0][offset:]]
+            size = len(parts[0])
+            for data, _ in itertools.islice(pending, 1, None):
+                if size >= WRITE_CHUNK:
+                    break
+                parts.append(data)
+                size += len(data)
+            chunk = b"".join(parts)
+        try:
+            n = sock.send(chunk)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return offset, chunk
+        except (BlockingIOError, InterruptedError):
+            return offset, retry
+        except (ssl.SSLError, OSError) as exc:
+            raise LinkClosed(f"send: {getattr(exc, 'strerror', None) or exc}") from None
+        self.stats.tcp_bytes_up += n
+        done = 0
+        while n and pending:
+            left = len(pending[0][0]) - offset
+            if n < left:
+                offset += n
+                break
+            n -= left
+            _, counted = pending.popleft()
+            offset = 0
+            done += counted
+        if done:
+            with self._lock:
+                self._written += done
+            self._notify()
+        return offset, None
+
+
+# -- the service ------------------------------------------------------------------
+
+
+class Client(Service):
+    """The ``client`` service: uplink spool and send, downlink wrap, link events."""
+
+    def __init__(self, config: dict[str, Any], *, ctx: Any = None) -> None:
+        # Everything that can be a config error is checked before any socket exists.
+        # So is the spool: a client that cannot keep data safe does not start.
+        target = Target.from_config(config)
+        spool_cfg = config["TCP_SERVER"]["spool"]
+        spool = Spool(
+            os.path.join(config["_run_dir"], SPOOL_FILE),
+            max_bytes=int(spool_cfg["max_bytes"]),
+            max_age_s=float(spool_cfg["max_age_s"]),
+        )
+        uart = config["UART"]
+        super().__init__(bus.CLIENT, config, ctx=ctx)
+        self.target = target
+        self.spool = spool
+        self.tls = target.tls is not None
+        self.max_info = int(uart["max_info"])
+        self.profile = uart["profile"]
+        self.accm = int(uart["accm"])
+        self.link_inbox = self.thread_inbox("downlink", self._on_thread, hwm=DOWNLINK_HWM)
+        self.conn = Connection(target, self.link_inbox)
+        self._gen = 0
+        self._up = False
+        self._since = time.time()
+        self._written_seen = 0
+        # Handed to the connection, not yet written: (spool id or None, payload).
+        self._inflight: collections.deque[tuple[int | None, bytes]] = collections.deque()
+        self._inflight_bytes = 0
+        self._inflight_direct = 0
+        self._cursor: int | None = None  # last spool id handed over
+        self._draining = False
+        self._drain_from = 0
+        self._published: tuple[bool, int, int] | None = None
+        self._repeat_status = True
+
+        self.on(bus.OP_SEND)(self._on_send)
+        self.every(SYNC_INTERVAL, self._tick)
+        self.every(STATUS_INTERVAL, self.publish_status)
+        self.every(min(EXPIRE_INTERVAL_MAX, max(1.0, self.spool.max_age_s / 10)), self._expire)
+        self.on_close(self._close)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def setup(self) -> None:
+        log.info(
+            "client starting host=%s port=%d tls=%s spool_depth=%d spool_bytes=%d",
+            self.target.host,
+            self.target.port,
+            self.tls,
+            self.spool.count,
+            self.spool.nbytes,
+        )
+        self._expire()
+        self.publish_status()
+        self.conn.start()
+
+    def _close(self) -> None:
+        self.conn.stop()
+        if self.conn.is_alive():
+            self.conn.join(STOP_JOIN_S)
+        self.spool.close()
+
+    # -- uplink ------------------------------------------------------------------------
+
+    def _on_send(self, env: bus.Envelope) -> None:
+        data = env.data if isinstance(env.data, list) else [env.data]
+        payloads = [bytes(p) for p in data if isinstance(p, (bytes, bytearray)) and p]
+        bad = sum(1 for p in data if not isinstance(p, (bytes, bytearray)))
+        if bad:
+            self.count_drop(
+                "send.bad",
+                "uplink payload dropped reason=not_bytes src=%s n=%d",
+                env.src,
+                bad,
+                n=bad,
+            )
+        if not payloads:
+            return
+        self._sync()
+        if (
+            self._up
+            and self.spool.count == 0
+            and self._inflight_bytes < INFLIGHT_MAX_BYTES
+            and self.conn.submit(self._gen, payloads)
+        ):
+            for p in payloads:
+                self._inflight.append((None, p))
+                self._inflight_bytes += len(p)
+            self._inflight_direct += len(payloads)
+            return
+        self._spool_append(payloads)
+        self._pump()
+
+    def _spool_append(self, payloads: list[bytes]) -> None:
+        try:
+            dropped = self.spool.append(payloads)
+        except SpoolError as exc:
+            self.count_drop(
+                "spool.errors",
+                "uplink payloads lost reason=spool_error n=%d error=%s",
+                len(payloads),
+                exc,
+                n=len(payloads),
+            )
+            return
+        self.counters["spool.appended"] += len(payloads)
+        self._count_dropped(dropped)
+
+    def _count_dropped(self, dropped: Dropped) -> None:
+        if dropped.size:
+            self.counters["spool.evicted_bytes"] += dropped.size_bytes
+            self.count_drop(
+                "spool.dropped_size",
+                "spool dropped reason=size n=%d bytes=%d max_bytes=%d",
+                dropped.size,
+                dropped.size_bytes,
+                self.spool.max_bytes,
+                n=dropped.size,
+            )
+        if dropped.age:
+            self.counters["spool.evicted_bytes"] += dropped.age_bytes
+            self.count_drop(
+                "spool.dropped_age",
+                "spool dropped reason=age n=%d bytes=%d max_age_s=%g",
+                dropped.age,
+                dropped.age_bytes,
+                self.spool.max_age_s,
+                n=dropped.age,
+            )
+
+    def _pump(self) -> None:
+        """Hand spooled payloads to the connection, oldest first, within the in-flight bound."""
+        if not self._up or self._inflight_direct:
+            return  # direct payloads first: they are older than anything spooled
+        while self._inflight_bytes < INFLIGHT_MAX_BYTES:
+            try:
+                batch = self.spool.peek(
+                    DRAIN_BATCH,
+                    after=self._cursor,
+                    max_bytes=INFLIGHT_MAX_BYTES - self._inflight_bytes,
+                )
+            except SpoolError as exc:
+                self.count_drop("spool.errors", "spool read failed error=%s", exc)
+                return
+            if not batch:
+                return
+            if not self.conn.submit(self._gen, [d for _, d in batch]):
+                self._sync()
+                return
+            for id_, d in batch:
+                self._inflight.append((id_, d))
+                self._inflight_bytes += len(d)
+            self._cursor = batch[-1][0]
+
+    def _expire(self) -> None:
+        try:
+            self._count_dropped(self.spool.expire())
+        except SpoolError as exc:
+            self.count_drop("spool.errors", "spool expire failed error=%s", exc)
+
+    # -- the connection's news ------------------------------------------------------------
+
+    def _on_thread(self, parts: list[bytes]) -> None:
+        if parts[0] == _DATA and len(parts) == 2:
+            self._downlink(parts[1])
+        else:
+            self._sync()
+
+    def _tick(self) -> None:
+        self._sync()
+        state = (self._up, self.spool.count, self.spool.nbytes)
+        if state != self._published or self._repeat_status:
+            # A change goes out twice, the second time a tick later: the
+            # event connection may still have been coming up (at start, or
+            # after a broker restart) when the first was sent.
+            self._repeat_status = state != self._published
+            self.publish_status()
+
+    def _sync(self) -> None:
+        """Bring the loop's view up to date with the connection thread."""
+        gen, up, written = self.conn.snapshot()
+        self._mirror_stats()
+        n = written - self._written_seen
+        self._written_seen = written
+        if n:
+            self._confirm(n)
+        changed = bool(n)
+        if self._up and (not up or gen != self._gen):
+            self._link_down()
+            changed = True
+        if up and not self._up:
+            self._link_up(gen)
+            changed = True
+        if changed:
+            self._pump()
+
+    def _confirm(self, n: int) -> None:
+        """``n`` more in-flight payloads were written: count them, ack the spool."""
+        last_id: int | None = None
+        nbytes = 0
+        for _ in range(min(n, len(self._inflight))):
+            id_, d = self._inflight.popleft()
+            self._inflight_bytes -= len(d)
+            nbytes += len(d)
+            if id_ is None:
+                self._inflight_direct -= 1
+            else:
+                last_id = id_
+        self.counters["uplink.payloads"] += n
+        self.counters["uplink.bytes"] += nbytes
+        if last_id is not None:
+            try:
+                self.spool.ack(last_id)
+            except SpoolError as exc:  # the entries will be sent again
+                self.count_drop("spool.errors", "spool ack failed error=%s", exc)
+            if self.spool.count == 0 and self._draining:
+                self._draining = False
+                sent = self.counters["uplink.payloads"] - self._drain_from
+                log.info("spool drained sent=%d", sent)
+
+    def _link_up(self, gen: int) -> None:
+        self._up = True
+        self._gen = gen
+        self._since = time.time()
+        if self.spool.count:
+            # Logged for the backlog of an outage; overflow while the link is
+            # up (a slow HES) only shows in the spool.appended counter.
+            self._draining = True
+            self._drain_from = self.counters["uplink.payloads"]
+            log.info("spool draining depth=%d bytes=%d", self.spool.count, self.spool.nbytes)
+        log.info(
+            "link up host=%s port=%d tls=%s spool_depth=%d",
+            self.target.host,
+            self.target.port,
+            self.tls,
+            self.spool.count,
+        )
+        self.publish(bus.T_LINK_UP, self._link_info())
+        self.publish_status()
+        self._repeat_status = True
+
+    def _link_down(self) -> None:
+        self._up = False
+        self._since = time.time()
+        self.counters["link.downs"] += 1
+        direct = [d for id_, d in self._inflight if id_ is None]
+        unwritten = len(self._inflight)
+        self._inflight.clear()
+        self._inflight_bytes = 0
+        self._inflight_direct = 0
+        self._cursor = None
+        self._draining = False
+        if direct:
+            # Not written: back to the front of the spool, ahead of anything newer.
+            try:
+                self._count_dropped(self.spool.push_front(direct))
+                self.counters["spool.requeued"] += len(direct)
+            except SpoolError as exc:
+                self.count_drop(
+                    "spool.errors",
+                    "uplink payloads lost reason=spool_error n=%d error=%s",
+                    len(direct),
+                    exc,
+                    n=len(direct),
+                )
+        reason = self.conn.last_error or "unknown"
+        log.warning(
+            "link down host=%s port=%d reason=%s unwritten=%d spool_depth=%d",
+            self.target.host,
+            self.target.port,
+            reason,
+            unwritten,
+            self.spool.count,
+        )
+        self.publish(bus.T_LINK_DOWN, {**self._link_info(), "reason": reason})
+        self.publish_status()
+        self._repeat_status = True
+
+    # -- downlink ------------------------------------------------------------------------
+
+    def _downlink(self, data: bytes) -> None:
+        frames = rfc1662.wrap_transparent(data, self.max_info, self.profile, self.accm)
+        self.counters["downlink.chunks"] += 1
+        self.counters["downlink.bytes"] += len(data)
+        self.counters["downlink.frames"] += len(frames)
+        self.uart.write(frames)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _mirror_stats(self) -> None:
+        s = self.conn.stats
+        self.counters["link.connects"] = s.connects
+        self.counters["link.reconnects"] = max(0, s.connects - 1)
+        self.counters["link.connect_failed"] = s.connect_failed
+        self.counters["link.errors"] = s.errors
+        self.counters["hes.registrations"] = s.registrations
+        self.counters["hes.heartbeats"] = s.heartbeats
+        self.counters["tcp.bytes_up"] = s.tcp_bytes_up
+        self.counters["tcp.bytes_down"] = s.tcp_bytes_down
+
+    def _link_info(self) -> dict[str, Any]:
+        return {"host": self.target.host, "port": self.target.port, "tls": self.tls}
+
+    def link_status(self) -> dict[str, Any]:
+        return {
+            "up": self._up,
+            **self._link_info(),
+            "since": self._since,
+            "spool_depth": self.spool.count,
+            "spool_bytes": self.spool.nbytes,
+            "inflight": len(self._inflight),
+            "reconnects": self.counters["link.reconnects"],
+            "last_error": self.conn.last_error,
+        }
+
+    def publish_status(self) -> None:
+        self._published = (self._up, self.spool.count, self.spool.nbytes)
+        self.publish(bus.T_LINK_STATUS, self.link_status())
+
+    def heartbeat_data(self) -> dict[str, Any]:
+        data = super().heartbeat_data()
+        data["link"] = self.link_status()
+        return data
+
+
+def main() -> None:
+    config = load_or_exit()
+    setup_logging(config["LOG"]["level"], bus.CLIENT)
+    try:
+        service = Client(config)
+    except ConfigError as exc:
+        print(f"meterlink: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except SpoolError as exc:
+        print(f"meterlink: client: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    service.run()
+
+
+if __name__ == "__main__":
+    main()

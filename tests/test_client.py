@@ -1,0 +1,440 @@
+"""The HES client as a real process, against the real broker and a real TCP server.
+
+The test plays the resolver (``probe.send("client", "send", [...], src="resolver")``),
+the uart (``probe.inbox("uart")``) and the HES (``FakeHES`` on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common import bus, rfc1662
+from common.config import ConfigError, validate
+from services.client import Target
+from tests.conftest import Probe, Stack, base_config, wait_for
+from tests.hes_util import FakeHES, free_port
+
+FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.3, "timeout": 1, "keep_alive": 5}
+
+
+def start_client(stack: Stack, run_dir: Path, port: int, broker: bool = True, **tcp: Any):
+    tcp_cfg = {**FAST, "port": port, **tcp}
+    stack.write_config(base_config(run_dir, TCP_SERVER=tcp_cfg))
+    if broker:
+        stack.start("services.broker")
+    return stack.start("services.client")
+
+
+def payloads(rng: random.Random, n: int, tag: bytes) -> list[bytes]:
+    return [tag + b"%05d:" % i + rng.randbytes(rng.randint(0, 300)) for i in range(n)]
+
+
+def send_in_batches(probe: Probe, items: list[bytes], rng: random.Random) -> None:
+    i = 0
+    while i < len(items):
+        n = rng.randint(1, 8)
+        probe.send(bus.CLIENT, bus.OP_SEND, items[i : i + n], src="resolver")
+        i += n
+
+
+def link_status(probe: Probe, sub, pred, timeout: float = 10.0) -> dict[str, Any]:
+    return probe.wait_event(sub, bus.T_LINK_STATUS, pred, timeout)
+
+
+def wait_bytes(hes: FakeHES, want: bytes, timeout: float = 15.0, index: int | None = None) -> None:
+    def got() -> bytes:
+        return hes.data() if index is None else hes.received(index)
+
+    wait_for(lambda: len(got()) >= len(want), timeout, f"{len(want)} bytes at the HES")
+    assert got() == want
+
+
+def test_uplink_payloads_arrive_byte_exact_and_in_order(stack, run_dir, probe):
+    hes = FakeHES().start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS, bus.T_REGISTRY)
+        start_client(stack, run_dir, hes.port)
+        status = link_status(probe, sub, lambda d: d["up"])
+        assert (status["host"], status["port"], status["tls"]) == ("127.0.0.1", hes.port, False)
+        rng = random.Random(1)
+        items = payloads(rng, 2000, b"U")
+        items.append(bytes(range(256)) * 300)  # one large payload, every byte value
+        send_in_batches(probe, items, rng)
+        wait_bytes(hes, b"".join(items))
+        assert hes.connections == 1
+
+        # The registry shows the client's counters (from its heartbeat).
+        def client_entry(d: dict[str, Any]) -> bool:
+            for s in d["services"]:
+                if s["name"] == "client" and s["counters"].get("uplink.payloads") == len(items):
+                    return True
+            return False
+
+        reg = probe.wait_event(sub, bus.T_REGISTRY, client_entry, timeout=10)
+        entry = next(s for s in reg["services"] if s["name"] == "client")
+        assert entry["link"]["up"] is True
+        assert entry["link"]["spool_depth"] == 0
+        assert entry["counters"]["uplink.bytes"] == sum(map(len, items))
+        assert entry["counters"].get("spool.appended", 0) == 0  # all went direct
+    finally:
+        hes.stop()
+
+
+def test_downlink_becomes_transparent_frames_split_at_max_info(stack, run_dir, probe):
+    hes = FakeHES().start()
+    try:
+        uart = probe.inbox("uart")
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        stack.write_config(
+            base_config(run_dir, TCP_SERVER={**FAST, "port": hes.port}, UART={"max_info": 100})
+        )
+        stack.start("services.broker")
+        stack.start("services.client")
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        data = random.Random(2).randbytes(1000) + b"\x7e\x7d tail"
+        hes.send(data)
+        infos: list[bytes] = []
+        frames = 0
+        deadline = time.monotonic() + 10
+        while sum(map(len, infos)) < len(data):
+            assert time.monotonic() < deadline, f"only {sum(map(len, infos))} bytes arrived"
+            env = probe.recv_env(uart, timeout=max(0.1, deadline - time.monotonic()))
+            assert env.op == bus.OP_WRITE and env.src == "client"
+            for raw in env.data:
+                frame = rfc1662.decode(raw, max_info=100)
+                assert frame.protocol == rfc1662.PROTO_TRANSPARENT
+                assert frame.cmd == rfc1662.CMD_SERIAL_NET
+                assert 1 <= len(frame.info) <= 100
+                infos.append(frame.info)
+                frames += 1
+        assert b"".join(infos) == data
+        assert frames >= -(-len(data) // 100)
+    finally:
+        hes.stop()
+
+
+def test_hes_outage_spools_then_everything_arrives_in_order(stack, run_dir, probe):
+    hes = FakeHES().start()
+    try:
+        sub = probe.subscriber("link.")
+        start_client(stack, run_dir, hes.port)
+        # link.status is replayed to a new subscriber, link.up is not: once a
+        # status arrives the subscription is live and no later event is missed.
+        link_status(probe, sub, lambda d: d["up"])
+        rng = random.Random(3)
+        before, during, after = (payloads(rng, 300, tag) for tag in (b"A", b"B", b"C"))
+        send_in_batches(probe, before, rng)
+        wait_bytes(hes, b"".join(before), index=0)
+
+        hes.stop()  # the HES vanishes: not even listening
+        down = probe.wait_event(sub, bus.T_LINK_DOWN)
+        assert down["port"] == hes.port and down["reason"]
+        send_in_batches(probe, during, rng)
+        link_status(probe, sub, lambda d: not d["up"] and d["spool_depth"] == len(during))
+
+        hes.start()  # back on the same port
+        probe.wait_event(sub, bus.T_LINK_UP)
+        send_in_batches(probe, after, rng)  # while the spool may still be draining
+        wait_bytes(hes, b"".join(during + after), index=1)
+        assert hes.data() == b"".join(before + during + after)
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
+    finally:
+        hes.stop()
+
+
+def test_slow_hes_overflows_into_spool_while_up_and_order_holds(stack, run_dir, probe):
+    hes = FakeHES(rcvbuf=4096).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        start_client(stack, run_dir, hes.port)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.pause()
+        rng = random.Random(7)
+        items = [b"S%05d:" % i + rng.randbytes(8192) for i in range(1000)]  # ~8 MB
+        send_in_batches(probe, items[:600], rng)
+        # The HES reads nothing: in-flight data hits its bound and the rest is
+        # spooled although the link is up.
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] > 0, timeout=20)
+        hes.resume()
+        send_in_batches(probe, items[600:], rng)
+        wait_bytes(hes, b"".join(items), timeout=30)
+        link_status(probe, sub, lambda d: d["spool_depth"] == 0)
+    finally:
+        hes.stop()
+
+
+def test_spool_survives_client_sigkill_and_drains_after_restart(stack, run_dir, probe):
+    port = free_port()  # nobody listens yet
+    sub = probe.subscriber(bus.T_LINK_STATUS)
+    client = start_client(stack, run_dir, port)
+    rng = random.Random(4)
+    items = payloads(rng, 500, b"K")
+    send_in_batches(probe, items, rng)
+    link_status(probe, sub, lambda d: d["spool_depth"] == len(items))
+    client.kill(signal.SIGKILL)
+
+    hes = FakeHES(port)
+    try:
+        restarted = stack.start("services.client")
+        restarted.wait_log(f"spool_depth={len(items)}")  # found the spool on disk
+        hes.start()
+        wait_bytes(hes, b"".join(items))
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
+    finally:
+        hes.stop()
+
+
+def test_spool_bound_drops_oldest_counted_and_logged(stack, run_dir, probe):
+    port = free_port()
+    sub = probe.subscriber(bus.T_LINK_STATUS)
+    client = start_client(stack, run_dir, port, spool={"max_bytes": 1024})
+    items = [b"%03d" % i + b"." * 97 for i in range(25)]  # 100 bytes each, 2500 in all
+    for item in items:
+        probe.send(bus.CLIENT, bus.OP_SEND, [item], src="resolver")
+    link_status(probe, sub, lambda d: d["spool_depth"] == 10 and d["spool_bytes"] == 1000)
+    client.wait_log("spool dropped reason=size")
+    hes = FakeHES(port).start()
+    try:
+        wait_bytes(hes, b"".join(items[15:]))  # the newest ten survive
+    finally:
+        hes.stop()
+
+
+def test_registration_on_every_connect_and_heartbeats(stack, run_dir, probe):
+    hes = FakeHES().start()
+    try:
+        sub = probe.subscriber("link.")
+        start_client(
+            stack,
+            run_dir,
+            hes.port,
+            registration={"payload": "REG {device_name} {meter_sn}\r\n", "format": "text"},
+            heartbeat={"interval_s": 0.1, "payload": "48 42 0a", "format": "hex"},
+        )
+        link_status(probe, sub, lambda d: d["up"])  # subscription live: see the outage test
+        reg = b"REG gw-test SN-TEST-1\r\n"
+        wait_for(lambda: hes.connections and hes.received(0).count(b"HB\n") >= 3, 10, "3 HBs")
+        first = hes.received(0)
+        assert first.startswith(reg)
+        assert first[len(reg) :].replace(b"HB\n", b"") == b""
+
+        hes.drop()  # the HES hangs up: the client reconnects and registers again
+        probe.wait_event(sub, bus.T_LINK_DOWN)
+        probe.wait_event(sub, bus.T_LINK_UP)
+        probe.send(bus.CLIENT, bus.OP_SEND, [b"<data>"], src="resolver")
+        wait_for(lambda: hes.connections >= 2 and b"<data>" in hes.received(1), 10, "data")
+        assert hes.received(1).startswith(reg)
+    finally:
+        hes.stop()
+
+
+def target(run_dir: Path, **tcp: Any) -> Target:
+    return Target.from_config(validate(base_config(run_dir, TCP_SERVER=tcp)))
+
+
+def test_packets_render_from_hex_and_text_templates(tmp_path):
+    t = target(
+        tmp_path,
+        registration={"payload": "{device_name}|{meter_sn:>12}|{hes_port}\n", "format": "text"},
+        heartbeat={"interval_s": 30, "payload": "00 01 fe FF", "format": "hex"},
+    )
+    assert t.registration == b"gw-test|   SN-TEST-1|9\n"
+    assert (t.heartbeat, t.heartbeat_interval) == (b"\x00\x01\xfe\xff", 30)
+    assert target(tmp_path).registration == b"" and target(tmp_path).heartbeat == b""
+
+
+@pytest.mark.parametrize(
+    ("tcp", "message"),
+    [
+        ({"registration": {"payload": "REG {imei}", "format": "text"}}, "{imei}"),
+        ({"registration": {"payload": "{device_name.upper}", "format": "text"}}, "unknown"),
+        ({"registration": {"payload": "REG {", "format": "text"}}, "bad template"),
+        ({"registration": {"payload": "0g", "format": "hex"}}, "not hex"),
+        ({"heartbeat": {"interval_s": 5, "payload": ""}}, "heartbeat.payload: empty"),
+        ({"reconnect_min_s": 5, "reconnect_max_s": 1}, "reconnect_max_s"),
+        ({"tls": {"enabled": True, "ca": "/nonexistent/ca.pem"}}, "TCP_SERVER.tls.ca"),
+        ({"tls": {"enabled": True, "key": "/nonexistent/k.pem"}}, "TCP_SERVER.tls.key"),
+    ],
+)
+def test_bad_client_settings_are_config_errors_naming_the_key(tmp_path, tcp, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        target(tmp_path, **tcp)
+    assert "config key TCP_SERVER." in str(info.value)
+
+
+def test_backoff_doubles_with_jitter_between_min_and_cap(tmp_path):
+    t = target(tmp_path, reconnect_min_s=0.5, reconnect_max_s=8)
+    for attempt in range(12):
+        cap = min(8, 0.5 * 2**attempt)
+        delays = [t.backoff(attempt) for _ in range(200)]
+        assert all(max(0.5, cap / 2) <= d <= cap for d in delays)
+    assert len({round(t.backoff(6), 6) for _ in range(20)}) > 1  # jittered
+    assert t.backoff(10_000) <= 8
+
+
+def test_unknown_template_name_is_a_config_error_naming_the_key(stack, run_dir):
+    client = start_client(
+        stack,
+        run_dir,
+        9,
+        broker=False,
+        registration={"payload": "REG {imei}", "format": "text"},
+    )
+    assert client.popen.wait(10) == 2
+    text = client.text()
+    assert "TCP_SERVER.registration.payload" in text and "{imei}" in text
+
+
+def test_sigterm_exits_within_a_second(stack, run_dir, probe):
+    hes = FakeHES().start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        client = start_client(stack, run_dir, hes.port)
+        link_status(probe, sub, lambda d: d["up"])
+        t0 = time.monotonic()
+        client.popen.send_signal(signal.SIGTERM)
+        assert client.popen.wait(5) == 0
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        hes.stop()
+
+
+def test_keep_alive_is_set_on_the_connection(stack, run_dir, probe):
+    if shutil.which("ss") is None:
+        pytest.skip("the ss command is not installed; cannot read socket timers")
+    hes = FakeHES().start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        start_client(stack, run_dir, hes.port, keep_alive=7)
+        link_status(probe, sub, lambda d: d["up"])
+
+        def timer() -> str:
+            out = subprocess.run(
+                ["ss", "-tno", "state", "established", f"dport = :{hes.port}"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            return out if "keepalive" in out else ""
+
+        out = wait_for(timer, 5, "a keepalive timer on the client socket")
+        # e.g. "timer:(keepalive,6.9sec,0)": at most keep_alive seconds away,
+        # where the system default idle time would be 7200 s.
+        m = re.search(r"keepalive,([\d.]+)(ms|sec|min)", out)
+        assert m, out
+        seconds = float(m[1]) * {"ms": 0.001, "sec": 1, "min": 60}[m[2]]
+        assert 0 < seconds <= 7, out
+    finally:
+        hes.stop()
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _make_ca(d: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+        "-subj", f"/CN={name}", cwd=d,
+    )  # fmt: skip
+
+
+def _make_cert(d: Path, name: str, ca: str, san: str, usage: str) -> None:
+    (d / f"{name}.ext").write_text(
+        f"subjectAltName={san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+        cwd=d,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Made with the openssl command: the cryptography package is not a
+    # dependency of this project.
+    if shutil.which("openssl") is None:
+        pytest.skip("TLS tests need the openssl command to make their CA and certificates")
+    d = tmp_path_factory.mktemp("pki")
+    _make_ca(d, "ca")
+    _make_ca(d, "other-ca")
+    _make_cert(d, "server", "ca", "DNS:localhost,IP:127.0.0.1", "serverAuth")
+    _make_cert(d, "gateway", "ca", "DNS:gateway", "clientAuth")
+    return d
+
+
+def _server_ctx(pki: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
+    ctx.load_verify_locations(pki / "ca.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED  # the gateway must show its own certificate
+    return ctx
+
+
+def test_tls_with_client_certificate_connects_and_carries_data(stack, run_dir, probe, pki):
+    hes = FakeHES(tls=_server_ctx(pki)).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        uart = probe.inbox("uart")
+        tls = {
+            "enabled": True,
+            "ca": str(pki / "ca.pem"),
+            "cert": str(pki / "gateway.pem"),
+            "key": str(pki / "gateway.key"),
+            "server_hostname": "localhost",
+        }
+        start_client(stack, run_dir, hes.port, tls=tls)
+        status = link_status(probe, sub, lambda d: d["up"])
+        assert status["tls"] is True
+        items = payloads(random.Random(5), 200, b"T")
+        send_in_batches(probe, items, random.Random(6))
+        wait_bytes(hes, b"".join(items))
+        hes.send(b"downlink over tls")
+        env = probe.recv_env(uart, timeout=10)
+        assert b"".join(rfc1662.decode(f).info for f in env.data) == b"downlink over tls"
+        assert hes.tls_failures == 0
+    finally:
+        hes.stop()
+
+
+def test_tls_server_from_another_ca_is_rejected_and_retried(stack, run_dir, probe, pki):
+    hes = FakeHES(tls=_server_ctx(pki)).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        tls = {
+            "enabled": True,
+            "ca": str(pki / "other-ca.pem"),
+            "cert": str(pki / "gateway.pem"),
+            "key": str(pki / "gateway.key"),
+        }
+        client = start_client(stack, run_dir, hes.port, tls=tls)
+        probe.send(bus.CLIENT, bus.OP_SEND, [b"must not leak"], src="resolver")
+        # Rejected, then retried with backoff: the HES sees several failed handshakes.
+        wait_for(lambda: hes.tls_failures >= 2, 10, "two failed TLS handshakes")
+        client.wait_log("reason=tls: certificate verify failed")
+        status = link_status(probe, sub, lambda d: d["spool_depth"] == 1)
+        assert status["up"] is False
+        assert "certificate verify failed" in status["last_error"]
+        assert hes.connections == 0 and hes.data() == b""
+    finally:
+        hes.stop()
