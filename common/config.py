@@ -162,6 +162,11 @@ SCHEMA: dict[str, Any] = _obj(
                 "radio_cycle_cmd": _ARGV,
                 "reboot_cmd": _ARGV,
                 "status_interval_s": _num(10, 0.05),
+                # A recovery command still running after this is killed.
+                "command_timeout_s": _num(60, 0.1),
+                # Largest factor by which the ladder's spacing grows when it
+                # repeats during one long outage (1: repeat at fixed spacing).
+                "ladder_backoff_max": _int(16, 1),
                 "lqi": _obj(
                     {
                         "source": {"enum": ["fixed", "command", "at"], "default": "fixed"},
@@ -171,6 +176,8 @@ SCHEMA: dict[str, Any] = _obj(
                         "pattern": {"type": "string", "default": r"(\d+)"},
                         "at_port": {"type": "string", "default": ""},
                         "at_baudrate": _int(115200, 50),
+                        # Longest one reading (command or AT exchange) may take.
+                        "timeout_s": _num(2, 0.05),
                     }
                 ),
             }
