@@ -1,0 +1,369 @@
+"""End-to-end: the whole stack under real supervisord.
+
+The simulators are off; the test is the meter, on a real pseudo-terminal
+linked into the run directory, and the head-end system, a real TCP server on
+127.0.0.1. Each test has its own run directory, so its stack is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common import params, rfc1662
+from services.supervise import stack_env
+from tests.conftest import ROOT, base_config, wait_for
+
+SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
+SUPERVISORCTL = str(Path(sys.executable).parent / "supervisorctl")
+CONF = str(ROOT / "supervisord.conf")
+
+
+class Meter:
+    """The test's meter: the master side of a pty whose slave the uart opens."""
+
+    def __init__(self, link: Path) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.symlink(os.ttyname(self.slave), link)
+        self.deframer = rfc1662.Deframer()
+        self.frames: list[rfc1662.Frame] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            with self._lock:
+                for raw in self.deframer.feed(data):
+                    self.frames.append(rfc1662.decode(raw))
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.master, view)
+            view = view[n:]
+
+    def send(self, frame: rfc1662.Frame) -> None:
+        self.write(rfc1662.encode(frame))
+
+    def wait_frame(self, pred: Any, timeout: float = 10.0) -> rfc1662.Frame:
+        def find() -> rfc1662.Frame | None:
+            with self._lock:
+                for i, frame in enumerate(self.frames):
+                    if pred(frame):
+                        return self.frames.pop(i)
+            return None
+
+        return wait_for(find, timeout, "a matching frame from the gateway")
+
+    def ask(self, frame: rfc1662.Frame, answer_cmd: int, timeout: float = 10.0) -> rfc1662.Frame:
+        """Send a 0x2200 request; return the gateway's reply for the same pid."""
+        pid = frame.info[:2]
+        self.send(frame)
+        return self.wait_frame(lambda f: f.cmd == answer_cmd and f.info[:2] == pid, timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+class Hes:
+    """The test's head-end system: a TCP server on 127.0.0.1, port 0."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.data = bytearray()
+        self.conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            socks = [self.server, *self.conns]
+            try:
+                ready, _, _ = select.select(socks, [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            for s in ready:
+                if s is self.server:
+                    conn, _ = self.server.accept()
+                    self.conns.append(conn)
+                    continue
+                try:
+                    chunk = s.recv(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self.conns.remove(s)
+                    s.close()
+                    continue
+                with self._lock:
+                    self.data += chunk
+
+    def received(self) -> bytes:
+        with self._lock:
+            return bytes(self.data)
+
+    def wait_bytes(self, n: int, timeout: float = 20.0) -> bytes:
+        wait_for(lambda: len(self.received()) >= n, timeout, f"{n} bytes at the HES")
+        return self.received()
+
+    def send(self, data: bytes) -> None:
+        wait_for(lambda: self.conns, 15, "the gateway to connect to the HES")
+        self.conns[-1].sendall(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        for c in self.conns:
+            c.close()
+        self.server.close()
+
+
+class Supervised:
+    """A whole meterlink stack under supervisord in one run directory."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], workers: int) -> None:
+        self.run_dir = run_dir
+        cfg_path = run_dir / "e2e.json"
+        cfg_path.write_text(json.dumps(config))
+        self.env = stack_env(
+            {
+                **os.environ,
+                "METERLINK_RUN_DIR": str(run_dir),
+                "METERLINK_CONFIG": str(cfg_path),
+                "METERLINK_WORKERS": str(workers),
+                "METERLINK_SIM": "false",
+                "METERLINK_PYTHON": sys.executable,
+            }
+        )
+        self.log = (run_dir / "supervisord.out").open("wb")
+        self.proc = subprocess.Popen(
+            [SUPERVISORD, "-c", CONF],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        self.workers = workers
+
+    def ctl(self, *args: str, timeout: float = 30) -> str:
+        out = subprocess.run(
+            [SUPERVISORCTL, "-c", CONF, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return out.stdout + out.stderr
+
+    def wait_running(self, timeout: float = 30) -> None:
+        def all_running() -> bool:
+            lines = [ln for ln in self.ctl("status").splitlines() if ln.startswith("meterlink:")]
+            return len(lines) == 4 + self.workers and all("RUNNING" in ln for ln in lines)
+
+        wait_for(all_running, timeout, "every meterlink program RUNNING")
+
+    def pids(self) -> list[int]:
+        out = self.ctl("pid", "all")
+        return [int(x) for x in out.split() if x.isdigit() and int(x) > 0]
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted((self.run_dir / "logs").glob("*.log")):
+            parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def e2e(run_dir: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    made: list[Any] = []
+
+    def start(workers: int = 2, **sections: dict[str, Any]) -> tuple[Supervised, Meter, Hes]:
+        hes = Hes()
+        meter = Meter(run_dir / "meter.tty")
+        config = base_config(
+            run_dir,
+            TCP_SERVER={"port": hes.port, "reconnect_min_s": 0.1, "reconnect_max_s": 1},
+            WATCHDOG={"interval_s": 0.3, "timeout_s": 0.3, "lqi": {"source": "fixed", "value": 21}},
+            **sections,
+        )
+        sup = Supervised(run_dir, config, workers)
+        made.extend([sup, meter, hes])
+        sup.wait_running()
+        return sup, meter, hes
+
+    yield start
+    for thing in made:
+        if isinstance(thing, Supervised):
+            failed = getattr(request.node, "rep_call", None)
+            if failed is not None and failed.failed:
+                print(thing.logs())
+        thing.close()
+
+
+def transparent(payload: bytes) -> rfc1662.Frame:
+    return rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, rfc1662.CMD_SERIAL_NET, payload)
+
+
+def test_uplink_downlink_get_set_event_through_the_whole_stack(e2e):
+    sup, meter, hes = e2e(workers=2)
+
+    # Uplink: payloads reach the HES byte-exact, in order.
+    payloads = [f"dlms-{i:03d}|".encode() + bytes([0x7E, i]) for i in range(50)]
+    for p in payloads:
+        meter.send(transparent(p))
+    want = b"".join(payloads)
+    assert hes.wait_bytes(len(want))[: len(want)] == want
+
+    # Downlink: HES data reaches the meter as 0x2100 frames.
+    hes.send(b"\xc0\x01\xc1\x00\x03\x01\x00\x01\x08\x00\xff\x02\x00")
+    frame = meter.wait_frame(lambda f: f.protocol == rfc1662.PROTO_TRANSPARENT)
+    assert frame.cmd == rfc1662.CMD_SERIAL_NET
+    assert frame.info == b"\xc0\x01\xc1\x00\x03\x01\x00\x01\x08\x00\xff\x02\x00"
+
+    # GET LQI (untyped) is answered with the watchdog's value.
+    def lqi() -> int:
+        reply = meter.ask(params.GetRequest(params.PID_LQI).to_frame(), rfc1662.CMD_GET_RESP)
+        return params.GetResponse.from_info(reply.info).data[0]
+
+    wait_for(lambda: lqi() == 21, 15, "LQI 21 from the watchdog")
+
+    # SET device name, then GET it back (typed), also after a restart.
+    new = params.Value.char("meter-room-7")
+    reply = meter.ask(
+        params.SetRequest(params.PID_DEVICE_NAME, 7, new).to_frame(), rfc1662.CMD_SET_RESP
+    )
+    assert params.SetResponse.from_info(reply.info).ok
+
+    def name() -> bytes:
+        reply = meter.ask(params.GetRequest(params.PID_DEVICE_NAME, 9).to_frame(), rfc1662.CMD_GET_RESP)
+        return params.TypedGetResponse.from_info(reply.info).value.value
+
+    assert name() == b"meter-room-7"
+    assert "ERROR" not in sup.ctl("restart", "meterlink:*")
+    sup.wait_running()
+    wait_for(lambda: name() == b"meter-room-7", 20, "the stored name after a restart")
+
+    # EVENT is acknowledged.
+    meter.send(params.Event(b"\x01\x02").to_frame())
+    ack = meter.wait_frame(
+        lambda f: f.protocol == rfc1662.PROTO_PARAMS and f.cmd == rfc1662.CMD_SERIAL_NET
+    )
+    assert ack.info == b"\x01\x00"
+
+
+def test_four_workers_keep_order_over_5000_frames(e2e):
+    sup, meter, hes = e2e(workers=4)
+    n = 5_000
+    stream = b"".join(rfc1662.encode(transparent(i.to_bytes(4, "big"))) for i in range(n))
+    writer = threading.Thread(target=meter.write, args=(stream,))
+    writer.start()
+    data = hes.wait_bytes(4 * n, timeout=120)
+    writer.join(10)
+    got = [int.from_bytes(data[i : i + 4], "big") for i in range(0, 4 * n, 4)]
+    assert got == list(range(n))
+
+
+def test_supervisorctl_stop_all_stops_every_process_within_two_seconds(e2e):
+    sup, meter, hes = e2e(workers=2)
+    pids = sup.pids()
+    assert len(pids) == 4 + 2
+    started = time.monotonic()
+    out = sup.ctl("stop", "all")
+    elapsed = time.monotonic() - started
+    assert "ERROR" not in out, out
+    assert elapsed < 2.0, f"stop all took {elapsed:.2f}s"
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"pid {pid} left behind"
+    lines = [ln for ln in sup.ctl("status").splitlines() if ln.startswith("meterlink:")]
+    assert lines and all("STOPPED" in ln for ln in lines)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_make_run_shows_traffic_between_the_simulators(run_dir):
+    """`make run` in this checkout, in its own run dir and HES port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = json.loads((ROOT / "dev.json").read_text())
+    config["TCP_SERVER"]["port"] = port
+    cfg_path = run_dir / "dev.json"
+    cfg_path.write_text(json.dumps(config))
+    env = dict(os.environ, METERLINK_RUN_DIR=str(run_dir), METERLINK_CONFIG=str(cfg_path))
+    out = (run_dir / "make-run.out").open("wb")
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        text = lambda: (run_dir / "make-run.out").read_text(errors="replace")  # noqa: E731
+        wait_for(lambda: "hes_sim |" in text() and "meter_sim |" in text(), 30, "simulator output")
+        # The HES saw meter data and the meter saw the HES's request answered.
+        wait_for(lambda: _traffic_seen(run_dir), 30, "traffic between the simulators")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+        out.close()
+    logs = run_dir / "logs"
+    assert (logs / "broker.log").exists() and (logs / "uart.log").exists()
+
+
+def _traffic_seen(run_dir: Path) -> bool:
+    logs = run_dir / "logs"
+    try:
+        hes = (logs / "hes_sim.log").read_text(errors="replace")
+        meter = (logs / "meter_sim.log").read_text(errors="replace")
+    except OSError:
+        return False
+    return "<-" in hes and "<-" in meter
