@@ -277,7 +277,9 @@ def test_uplink_downlink_get_set_event_through_the_whole_stack(e2e):
     assert params.SetResponse.from_info(reply.info).ok
 
     def name() -> bytes:
-        reply = meter.ask(params.GetRequest(params.PID_DEVICE_NAME, 9).to_frame(), rfc1662.CMD_GET_RESP)
+        reply = meter.ask(
+            params.GetRequest(params.PID_DEVICE_NAME, 9).to_frame(), rfc1662.CMD_GET_RESP
+        )
         return params.TypedGetResponse.from_info(reply.info).value.value
 
     assert name() == b"meter-room-7"
