@@ -111,10 +111,15 @@ HEARTBEAT_INTERVAL = 0.5  # seconds between heartbeats from every service
 LIVENESS = 4  # heartbeats missed before a service (or worker) counts as gone
 POLL_MAX = 0.25  # longest a loop sleeps in poll before housekeeping
 OUTBOX_MAX = 100_000  # messages a service holds while the bus is slow or down
+OUTBOX_MAX_BYTES = 64 * 1024 * 1024  # ... and bytes
 PENDING_MAX = 100_000  # messages the broker holds per absent destination
+PENDING_MAX_BYTES = 64 * 1024 * 1024  # ... and bytes
 SNDHWM = 10_000  # ZeroMQ high-water marks on bus sockets
 POOL_PREFETCH = 8  # jobs a resolver worker may hold at once (its credit)
 POOL_BACKLOG_MAX = 200_000  # frames waiting for a worker before the broker drops
+POOL_BACKLOG_MAX_BYTES = 64 * 1024 * 1024  # ... and bytes
+POOL_CAPACITY_MAX = 256  # largest credit a worker may claim
+NAMES_MAX = 256  # distinct names the broker keeps counters or log marks for
 POOL_MAX_ATTEMPTS = 3  # workers a job may be given to before it is dropped
 REGISTRY_INTERVAL = 1.0  # seconds between registry publications
 

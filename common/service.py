@@ -149,6 +149,7 @@ class Service:
         self._sockets: dict[Any, Callable[[], None]] = {}
         self._timers: list[list[Any]] = []
         self._outbox: collections.deque[list[bytes]] = collections.deque()
+        self._outbox_bytes = 0
         self._thread_inboxes: list[ThreadInbox] = []
         self._closers: list[Callable[[], None]] = []
         self._heartbeat = heartbeat
@@ -202,7 +203,7 @@ class Service:
                     parts = box.pull.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:
                     return
-                handler(parts)
+                self.guarded(f"thread_inbox.{name}", handler, parts)
 
         self._sockets[box.pull] = drain
         return box
@@ -235,10 +236,15 @@ class Service:
             self._queue(parts)
 
     def _queue(self, parts: list[bytes]) -> None:
-        if len(self._outbox) >= bus.OUTBOX_MAX:
-            self._outbox.popleft()
+        size = sum(len(p) for p in parts)
+        while self._outbox and (
+            len(self._outbox) >= bus.OUTBOX_MAX or self._outbox_bytes + size > bus.OUTBOX_MAX_BYTES
+        ):
+            old = self._outbox.popleft()
+            self._outbox_bytes -= sum(len(p) for p in old)
             self.count_drop("bus.dropped", "bus message dropped reason=outbox_full")
         self._outbox.append(parts)
+        self._outbox_bytes += size
 
     def count_drop(self, counter: str, message: str, *args: Any, n: int = 1) -> None:
         """Count a drop and log it: the first ten, then every thousandth."""
@@ -253,7 +259,8 @@ class Service:
                 self.push.send_multipart(self._outbox[0], flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._outbox.popleft()
+            sent = self._outbox.popleft()
+            self._outbox_bytes -= sum(len(p) for p in sent)
 
     def publish(self, topic: str, data: Any) -> None:
         """Publish an event; dropped (counted) rather than blocking if the bus is slow."""
@@ -322,7 +329,19 @@ class Service:
             self.counters["bus.unknown_op"] += 1
             log.warning("message dropped reason=unknown_op op=%s src=%s", env.op, env.src)
             return
-        handler(env)
+        self.guarded(f"op.{env.op}", handler, env)
+
+    def guarded(self, what: str, fn: Callable[..., None], *args: Any) -> None:
+        """Run a handler; an exception is logged and counted, never fatal.
+
+        One bad message (or a bug its handler trips over) must not stop the
+        service and with it everything else that flows through it.
+        """
+        try:
+            fn(*args)
+        except Exception:
+            self.counters["handler.errors"] += 1
+            log.exception("handler failed what=%s", what)
 
     def _on_event(self) -> None:
         for _ in range(1000):
@@ -341,7 +360,7 @@ class Service:
                 continue
             for prefix, fn in self._event_handlers:
                 if topic.startswith(prefix):
-                    fn(topic, env)
+                    self.guarded(f"event.{topic}", fn, topic, env)
 
     # -- timers and heartbeat ----------------------------------------------------
 
@@ -360,7 +379,18 @@ class Service:
         }
 
     def send_heartbeat(self) -> None:
-        self.send(bus.BROKER, bus.OP_HB, self.heartbeat_data())
+        # Never queued: while the broker is away, stale heartbeats must not
+        # fill the outbox and push out real data.
+        if self._outbox:
+            self.counters["heartbeat.skipped"] += 1
+            return
+        try:
+            self.push.send_multipart(
+                [bus.BROKER.encode(), self.envelope(bus.OP_HB, self.heartbeat_data())],
+                flags=zmq.NOBLOCK,
+            )
+        except zmq.Again:
+            self.counters["heartbeat.skipped"] += 1
 
     def _run_timers(self, now: float) -> float:
         nearest = now + bus.POLL_MAX
@@ -461,7 +491,7 @@ class Service:
                     continue
                 handler = self._sockets.get(sock)
                 if handler is not None:
-                    handler()
+                    self.guarded("poll", handler)
             if self._outbox:
                 self._flush_outbox()
 

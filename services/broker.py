@@ -112,6 +112,7 @@ class Broker:
         self.pending: dict[str, collections.deque[list[bytes]]] = {
             name: collections.deque() for name in self.inboxes
         }
+        self.pending_bytes: dict[str, int] = dict.fromkeys(self.inboxes, 0)
 
         self.subscriptions: set[bytes] = set()
         self.tap_active = False
@@ -121,6 +122,7 @@ class Broker:
         self.workers: dict[bytes, Worker] = {}
         self.queue: collections.deque[Job] = collections.deque()
         self.queued_frames = 0
+        self.queued_bytes = 0
         self.jobs: dict[int, Job] = {}
         self.streams: dict[tuple[str, int], Stream] = {}
         self._job_id = time.time_ns()  # increases across restarts: no id reuse
@@ -162,11 +164,11 @@ class Broker:
         sock = self.inboxes.get(dst)
         if sock is None:
             self.counters["drop.unknown_dst"] += 1
-            if dst not in self._unknown_logged:
+            if dst not in self._unknown_logged and len(self._unknown_logged) < bus.NAMES_MAX:
                 self._unknown_logged.add(dst)
                 log.warning("message dropped reason=unknown_dst dst=%r src=%s", dst, src)
             return
-        self.counters[f"route.{src}>{dst}"] += 1
+        self._count_route(src, dst)
         if self.tap_active:
             self._mirror(src, dst, env)
         parts = [dst.encode(), env]
@@ -177,10 +179,21 @@ class Broker:
                 return
             except zmq.Again:
                 pass
-        if len(pending) >= bus.PENDING_MAX:
-            pending.popleft()
+        while pending and (
+            len(pending) >= bus.PENDING_MAX
+            or self.pending_bytes[dst] + len(env) > bus.PENDING_MAX_BYTES
+        ):
+            old = pending.popleft()
+            self.pending_bytes[dst] -= len(old[1])
             self.counters[f"drop.queue_full.{dst}"] += 1
         pending.append(parts)
+        self.pending_bytes[dst] += len(env)
+
+    def _count_route(self, src: str, dst: str) -> None:
+        key = f"route.{src}>{dst}"
+        if key not in self.counters and len(self.counters) >= bus.NAMES_MAX:
+            key = f"route.other>{dst}"  # names come from senders: keep the table bounded
+        self.counters[key] += 1
 
     def _flush_pending(self, name: str) -> None:
         sock = self.inboxes[name]
@@ -190,7 +203,8 @@ class Broker:
                 sock.send_multipart(pending[0], flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
-            pending.popleft()
+            sent = pending.popleft()
+            self.pending_bytes[name] -= len(sent[1])
 
     def _mirror(self, src: str, dst: str, env: bytes) -> None:
         self.counters["tap.mirrored"] += 1
@@ -239,7 +253,11 @@ class Broker:
         if entry is None:
             log.info("service up name=%s pid=%s", name, data.get("pid"))
             entry = self.registry[key] = {"name": name, "inst": inst}
-        entry.update(data)
+        for key_, value in data.items():
+            if key_ not in ("name", "inst", "last_seen", "age"):
+                entry[key_] = value
+        if not isinstance(entry.get("pid"), int):
+            entry["pid"] = 0
         entry["last_seen"] = time.time()
         if fresh:
             self._publish_registry()
@@ -255,7 +273,10 @@ class Broker:
         if self.tap_active:
             self._mirror(env.src, bus.RESOLVER, raw)
         self.counters[f"route.{env.src}>resolver"] += 1
-        if self.queued_frames + nframes > bus.POOL_BACKLOG_MAX:
+        if (
+            self.queued_frames + nframes > bus.POOL_BACKLOG_MAX
+            or self.queued_bytes + len(raw) > bus.POOL_BACKLOG_MAX_BYTES
+        ):
             self.counters["drop.pool_backlog"] += nframes
             log.warning("frames dropped reason=pool_backlog count=%d", nframes)
             return
@@ -270,6 +291,7 @@ class Broker:
         self.jobs[job.id] = job
         self.queue.append(job)
         self.queued_frames += nframes
+        self.queued_bytes += len(raw)
         self.counters["pool.frames_in"] += nframes
 
     def _assign(self) -> None:
@@ -279,6 +301,7 @@ class Broker:
                 return
             job = self.queue.popleft()
             self.queued_frames -= job.nframes
+            self.queued_bytes -= len(job.env)
             if job.id not in self.jobs:
                 continue  # completed by a worker we had given up on
             try:
@@ -290,6 +313,7 @@ class Broker:
                 # Unreachable (gone) or full: put the job back, forget the worker.
                 self.queue.appendleft(job)
                 self.queued_frames += job.nframes
+                self.queued_bytes += len(job.env)
                 log.warning("worker unreachable ident=%s error=%s", worker.ident.hex(), exc)
                 self._worker_gone(worker)
                 continue
@@ -320,7 +344,13 @@ class Broker:
                     self.counters["drop.bad_envelope"] += 1
                     continue
                 data = env.data if isinstance(env.data, dict) else {}
-                capacity = int(data.get("capacity", bus.POOL_PREFETCH))
+                capacity = data.get("capacity", bus.POOL_PREFETCH)
+                pid = data.get("pid", 0)
+                if not isinstance(capacity, int) or not isinstance(pid, int):
+                    self.counters["drop.bad_message"] += 1
+                    log.warning("worker message dropped reason=bad_fields ident=%r", ident)
+                    continue
+                capacity = max(1, min(capacity, bus.POOL_CAPACITY_MAX))
                 if worker is None or kind == bus.KIND_READY:
                     if worker is not None:  # restarted with the same identity
                         self._worker_gone(worker)
@@ -329,7 +359,7 @@ class Broker:
                         "worker up ident=%s pid=%s", ident.decode(errors="replace"), data.get("pid")
                     )
                 worker.last_seen = now
-                worker.pid = int(data.get("pid", 0))
+                worker.pid = pid
                 if kind == bus.KIND_HB:
                     self._heartbeat(env.src, env.inst, data)
             else:
@@ -368,8 +398,13 @@ class Broker:
             stream.next_release += 1
             if outputs:
                 for item in outputs:
-                    if isinstance(item, list) and len(item) == 2:
-                        self.route(str(item[0]), item[1], bus.RESOLVER)
+                    if (
+                        isinstance(item, list)
+                        and len(item) == 2
+                        and isinstance(item[0], str)
+                        and isinstance(item[1], bytes)
+                    ):
+                        self.route(item[0], item[1], bus.RESOLVER)
                     else:
                         self.counters["drop.bad_result"] += 1
 
@@ -394,6 +429,7 @@ class Broker:
             self.counters["pool.redelivered"] += 1
             self.queue.appendleft(job)
             self.queued_frames += job.nframes
+            self.queued_bytes += len(job.env)
         worker.inflight.clear()
 
     # -- events and tap -------------------------------------------------------------
@@ -458,7 +494,7 @@ class Broker:
     def registry_data(self) -> dict[str, Any]:
         now = time.time()
         services = []
-        for entry in sorted(self.registry.values(), key=lambda e: (e["name"], e.get("pid", 0))):
+        for entry in sorted(self.registry.values(), key=lambda e: (e["name"], e["inst"])):
             item = dict(entry)
             item["age"] = round(now - entry["last_seen"], 3)
             services.append(item)
@@ -511,6 +547,15 @@ class Broker:
             self.close()
         log.info("broker stopped")
 
+    def _guarded(self, fn: Any) -> None:
+        """A bug tripped by one message is logged and counted, never fatal:
+        the broker carries everything, so it must outlive any input."""
+        try:
+            fn()
+        except Exception:
+            self.counters["broker.errors"] += 1
+            log.exception("broker handler failed fn=%s", getattr(fn, "__name__", fn))
+
     def _loop(self) -> None:
         poller = zmq.Poller()
         for sock in (self.pull, self.pool, self.xsub, self.xpub):
@@ -541,7 +586,7 @@ class Broker:
             for sock, _ev in events:
                 handler = handlers.get(sock)
                 if handler is not None:
-                    handler()
+                    self._guarded(handler)
                 elif sock in self._inbox_names:
                     self._flush_pending(self._inbox_names[sock])
                 elif self._wake_r is not None and sock == self._wake_r.fileno():
@@ -550,7 +595,7 @@ class Broker:
                     except OSError:
                         pass
             if self.queue:
-                self._assign()
+                self._guarded(self._assign)
             now = time.monotonic()
             if now >= next_house:
                 next_house = now + bus.HEARTBEAT_INTERVAL / 2

@@ -145,6 +145,8 @@ class Worker(Service):
 
     def _on_jobs(self) -> None:
         for _ in range(100):
+            if self.stopping:
+                return  # jobs left unanswered are redelivered by the broker
             try:
                 parts = self.dealer.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -152,7 +154,13 @@ class Worker(Service):
             if len(parts) != 3 or parts[0] != bus.KIND_JOB:
                 self.counters["bus.bad_message"] += 1
                 continue
-            out = self.process(parts[2])
+            try:
+                out = self.process(parts[2])
+            except Exception:
+                # A bug must not kill the worker (and, redelivered, the next).
+                self.counters["jobs.errors"] += 1
+                log.exception("job failed; answering it empty")
+                out = []
             try:
                 self.dealer.send_multipart([bus.KIND_RESULT, parts[1], _packb(out)])
             except zmq.ZMQError as exc:
@@ -179,7 +187,31 @@ class Worker(Service):
             captured = self._capture
         finally:
             self._capture = None
-        return [[dst, self.envelope(op, data)] for dst, op, data in captured]
+        try:
+            return [[dst, self.envelope(op, data)] for dst, op, data in captured]
+        except (TypeError, ValueError, OverflowError):
+            return self._encode_each(captured)
+
+    def _encode_each(self, captured: list[list[Any]]) -> list[list[Any]]:
+        """Something a handler sent does not encode: keep every item that does.
+
+        Batched lists are split so that one bad item costs only itself.
+        """
+        out: list[list[Any]] = []
+        for dst, op, data in captured:
+            items = [[x] for x in data] if op in bus.BATCHABLE_OPS else [data]
+            for item in items:
+                try:
+                    out.append([dst, self.envelope(op, item)])
+                except (TypeError, ValueError, OverflowError) as exc:
+                    self.count_drop(
+                        "frames.handler_error",
+                        "handler output dropped reason=not_encodable dst=%s op=%s error=%r",
+                        dst,
+                        op,
+                        str(exc),
+                    )
+        return out
 
     def handle_frame(self, raw: Any) -> None:
         self.counters["frames"] += 1

@@ -23,3 +23,13 @@ def sleepy(app, frame):
 @resolver.register(BROKEN)
 def broken(app, frame):
     raise RuntimeError("this handler always fails")
+
+
+UNENCODABLE = 0x2302
+
+
+@resolver.register(UNENCODABLE)
+def unencodable(app, frame):
+    # A handler bug: a Frame object is not bytes and does not encode.
+    app.client.send(frame)
+    app.client.send(frame.info)

@@ -10,7 +10,7 @@ import pytest
 
 from common import bus, rfc1662
 from tests.conftest import Probe, Stack, base_config
-from tests.handlers_sleepy import BROKEN, SLEEPY
+from tests.handlers_sleepy import BROKEN, SLEEPY, UNENCODABLE
 
 
 def frames_for(start: int, count: int) -> list[bytes]:
@@ -59,8 +59,16 @@ def test_10000_frames_four_workers_arrive_complete_and_in_order(pool_stack, prob
     send_batches(probe, 0, 10_000, random.Random(1), inst=1)
     got = collect(sink, 10_000, timeout=60)
     assert got == list(range(10_000))
-    # All four workers took part (each logs its frames counter in heartbeats).
-    assert all(w.alive() for w in workers)
+    # All four workers took part: their heartbeats in the registry say so.
+    sub = probe.subscriber(bus.T_REGISTRY)
+
+    def shares(reg):
+        per = {s["pid"]: s["counters"].get("frames", 0) for s in reg["services"]}
+        return all(per.get(w.pid, 0) > 0 for w in workers) and sum(per.values()) >= 10_000
+
+    reg = probe.wait_event(sub, bus.T_REGISTRY, shares, timeout=15)
+    per = {s["pid"]: s["counters"]["frames"] for s in reg["services"] if s["name"] == "resolver"}
+    assert sum(per.values()) == 10_000, per
 
 
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(pool_stack, probe):
@@ -74,6 +82,26 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(pool_stack, probe
     got += collect(sink, 6_000 - len(got), timeout=60)
     assert got == list(range(6_000))
     broker.wait_log("worker lost", timeout=10)
+
+
+def test_stalled_worker_is_replaced_and_its_late_results_ignored(pool_stack, probe):
+    broker, workers = start_pool(pool_stack, 3)
+    sink = probe.inbox("client")
+    rng = random.Random(4)
+    send_batches(probe, 0, 2_000, rng, inst=6)
+    got = collect(sink, 300, timeout=30)
+    workers[0].popen.send_signal(signal.SIGSTOP)  # alive but silent: misses heartbeats
+    try:
+        send_batches(probe, 2_000, 2_000, rng, inst=6)
+        broker.wait_log(f"worker lost ident=resolver-{workers[0].pid}-", timeout=15)
+    finally:
+        workers[0].popen.send_signal(signal.SIGCONT)
+    got += collect(sink, 4_000 - len(got), timeout=60)
+    assert got == list(range(4_000))
+    # The stalled worker comes back and answers jobs already given to others:
+    # those answers are counted as duplicates, never released.
+    broker.wait_log(f"worker up ident=resolver-{workers[0].pid}-", timeout=15)
+    assert collect(sink, 1, timeout=1) == []
 
 
 def test_broker_restart_services_reconnect(pool_stack, probe):
@@ -95,14 +123,39 @@ def test_failing_handler_and_unknown_protocol_are_counted_not_fatal(pool_stack, 
     broker, workers = start_pool(pool_stack, 1)
     sink = probe.inbox("client")
     bad = [
+        rfc1662.encode(rfc1662.Frame(UNENCODABLE, 0xBF, b"\x00\x00\x00\x63")),
         rfc1662.encode(rfc1662.Frame(BROKEN, 0xBF, b"x")),
         rfc1662.encode(rfc1662.Frame(0x7777, 0xBF, b"y")),
         b"\x7e\x00garbage",
     ]
     probe.send(bus.RESOLVER, bus.OP_FRAMES, bad + frames_for(0, 1), src="uart", inst=5)
-    assert collect(sink, 1, timeout=10) == [0]
+    # The unencodable handler's good output (99) survives; its bad one is dropped.
+    assert collect(sink, 2, timeout=10) == [99, 0]
     w = workers[0]
     w.wait_log("handler failed protocol=0x2301")
     w.wait_log("reason=unknown_protocol protocol=0x7777")
     w.wait_log("reason=decode")
+    w.wait_log("handler output dropped reason=not_encodable dst=client op=send")
     assert w.alive()
+
+
+def test_broker_survives_malformed_heartbeats_and_worker_messages(pool_stack, probe):
+    import zmq
+
+    broker, workers = start_pool(pool_stack, 1)
+    sink = probe.inbox("client")
+    probe.send(bus.BROKER, bus.OP_HB, {"name": 5, "pid": "x", "inst": "y"}, src="svc-a")
+    probe.send(bus.BROKER, bus.OP_HB, {"pid": 7}, src="svc-b")
+    probe.send(bus.BROKER, bus.OP_HB, "not a dict", src="svc-c")
+    rogue = probe.ctx.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(probe.addr(bus.RESOLVER_IN))
+    rogue.send_multipart([bus.KIND_READY, probe.envelope("hb", {"capacity": "lots"})])
+    rogue.send_multipart([bus.KIND_HB, b"garbage"])
+    rogue.send_multipart([bus.KIND_RESULT, (12345).to_bytes(8, "big"), b"\x93\x01\x02\x03"])
+    rogue.send_multipart([b"nonsense", b"x", b"y"])
+    probe.send(bus.RESOLVER, bus.OP_FRAMES, frames_for(0, 5), src="uart", inst=8)
+    assert collect(sink, 5, timeout=10) == list(range(5))
+    broker.wait_log("worker message dropped reason=bad_fields")
+    assert broker.alive()
+    rogue.close(linger=0)
