@@ -31,8 +31,15 @@ from common import bus  # noqa: E402
 
 
 def shared_dir() -> Path:
+    """Where ``vectors/frames.json`` is: $METERLINK_SHARED, else the project's
+    shared/ beside the checkout, else the copy in tests/ (a lone clone)."""
     env = os.environ.get("METERLINK_SHARED")
-    return Path(env) if env else ROOT.parent / "shared"
+    if env:
+        return Path(env)
+    beside = ROOT.parent / "shared"
+    if (beside / "vectors" / "frames.json").exists():
+        return beside
+    return ROOT / "tests"
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -56,9 +55,10 @@ FAST = settings(max_examples=200, deadline=None)
 
 
 def shared_path() -> Path:
-    """The shared/ directory: $METERLINK_SHARED, else next to the repository."""
-    env = os.environ.get("METERLINK_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    """The shared/ directory (see tests.conftest.shared_dir)."""
+    from tests.conftest import shared_dir
+
+    return shared_dir()
 
 
 @cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from functools import cache
 from pathlib import Path
@@ -42,9 +41,10 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 def shared_path() -> Path:
-    """The shared/ directory: $METERLINK_SHARED, else next to the repository."""
-    env = os.environ.get("METERLINK_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    """The shared/ directory (see tests.conftest.shared_dir)."""
+    from tests.conftest import shared_dir
+
+    return shared_dir()
 
 
 @cache
