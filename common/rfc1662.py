@@ -376,6 +376,9 @@ def _decode_rfc1662(raw: bytes, max_info: int, accm: int) -> Frame:
 # --- stream deframer --------------------------------------------------------------------
 
 
+_FF03 = b"\xff\x03"
+
+
 class Deframer:
     """Cut a serial byte stream into whole valid frames (raw wire bytes, FCS checked).
 
@@ -408,6 +411,7 @@ class Deframer:
         "max_info",
         "accm",
         "_buf",
+        "_lead_used",
         "_max_frame",
         "frames",
         "garbage_bytes",
@@ -446,6 +450,9 @@ class Deframer:
         self.max_info = max_info
         self.accm = accm
         self._buf = b""
+        # quectel: the buffer starts with the closing flag of a frame already
+        # returned, kept because it may also open the next frame (a shared flag).
+        self._lead_used = False
         # rfc1662: worst case every body byte escaped, plus both flags.
         self._max_frame = MIN_FRAME + max_info if profile == "quectel" else 2 * (7 + max_info) + 2
         self.frames = 0
@@ -465,12 +472,17 @@ class Deframer:
     @property
     def pending(self) -> int:
         """Bytes buffered, waiting for the rest of a frame."""
-        return len(self._buf)
+        return len(self._buf) - self._lead_used
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add received bytes; return the frames they complete, oldest first."""
         # The buffer is immutable bytes: frames are sliced out of it with one copy, and the
         # unfinished tail (at most one frame) is kept by slicing once per feed.
+        if self._lead_used and len(self._buf) == 1 and not _FF03.startswith(bytes(data[:2])):
+            # Only the last frame's closing flag is buffered and the new data
+            # cannot continue it into a header: drop it without a copy.
+            self._lead_used = False
+            self._buf = b""
         buf = self._buf + data if self._buf else bytes(data)
         if self.profile == "quectel":
             return self._scan(buf, False)
@@ -491,6 +503,11 @@ class Deframer:
         out: list[bytes] = []
         pos = 0
         garbage = 0
+        # A frame's closing flag may also open the next frame, as in HDLC: after
+        # a frame the scan resumes on its closing flag, which is then not garbage
+        # if dropped. Without this, a frame cut short before its closing flag
+        # would take the next frame's opening flag and hide that frame.
+        used = 0 if self._lead_used else -1
         while True:
             i = find(_HEADER, pos)
             if i < 0:
@@ -502,15 +519,15 @@ class Deframer:
                     elif buf.endswith(b"\x7e"):
                         keep = 1
                     keep = min(keep, size - pos)
-                garbage += size - keep - pos
+                garbage += size - keep - pos - (pos <= used < size - keep)
                 pos = size - keep
                 break
-            garbage += i - pos
+            garbage += i - pos - (pos <= used < i)
             pos = i
             if size - i < 7:
                 if final:
                     self.truncated += 1
-                    garbage += 1
+                    garbage += used != i
                     pos = i + 1
                     continue
                 break
@@ -520,20 +537,20 @@ class Deframer:
                     self.oversize += 1
                 else:
                     self.bad_length += 1
-                garbage += 1
+                garbage += used != i
                 pos = i + 1
                 continue
             end = i + _OVERHEAD + length
             if end > size:
                 if final:
                     self.truncated += 1
-                    garbage += 1
+                    garbage += used != i
                     pos = i + 1
                     continue
                 break
             if buf[end - 1] != FLAG:
                 self.bad_flag += 1
-                garbage += 1
+                garbage += used != i
                 pos = i + 1
                 continue
             if (
@@ -541,12 +558,16 @@ class Deframer:
                 != (buf[end - 3] << 8) | buf[end - 2]
             ):
                 self.bad_fcs += 1
-                garbage += 1
+                garbage += used != i
                 pos = i + 1
                 continue
             out.append(buf[i:end])
-            pos = end
-        self._buf = buf[pos:] if pos else buf
+            pos = used = end - 1
+        self._lead_used = used == pos < size
+        if self._lead_used and pos == size - 1 and not final:
+            self._buf = b"\x7e"  # shared constant: no slice of a large buffer
+        else:
+            self._buf = buf[pos:] if pos else buf
         self.garbage_bytes += garbage
         self.frames += len(out)
         return out

@@ -592,13 +592,24 @@ def test_garbage_then_frame_flush_bytewise_noise_case() -> None:
     assert d.flush() == [real]
 
 
-def test_deframer_closing_flag_does_not_open_next_frame() -> None:
-    # quectel frames do not share flags: a frame's closing 7E followed by "FF 03 ..." is
-    # not a frame, however the bytes are chunked.
-    for chunks in ([GOOD, GOOD[1:]], [GOOD + GOOD[1:]]):
+def test_deframer_closing_flag_may_open_next_frame() -> None:
+    # As in HDLC, a frame's closing 7E may also open the next frame, however the
+    # bytes are chunked; the shared flag is not garbage.
+    for chunks in ([GOOD, GOOD[1:]], [GOOD + GOOD[1:]], [GOOD[:-1], GOOD[-1:], GOOD[1:]]):
         d = Deframer()
-        assert feed_all(d, chunks) == [GOOD]
-        assert d.garbage_bytes == len(GOOD) - 1
+        assert feed_all(d, chunks) == [GOOD, GOOD]
+        assert d.garbage_bytes == 0 and d.pending == 0
+
+
+def test_deframer_frame_cut_before_its_closing_flag_does_not_hide_the_next() -> None:
+    # The cut frame plus the next frame's opening 7E passes every check, so it is
+    # a frame by the stream rules; the next frame must still be found.
+    cut = encode(Frame(0, 0, b""))[:-1]
+    nxt = encode(Frame(0, 1, b""))
+    for chunks in ([cut + nxt], [cut, nxt], [bytes([b]) for b in cut + nxt]):
+        d = Deframer()
+        out = feed_all(d, chunks) + d.flush()
+        assert nxt in out
 
 
 def test_bench_runs_and_naive_baseline_agrees() -> None:
