@@ -124,7 +124,7 @@ class Tap:
                 parts = self.sub.recv_multipart()
                 try:
                     recs = list(self.records(parts))
-                except (ValueError, TypeError, bus.EnvelopeError) as exc:
+                except (ValueError, TypeError, IndexError, bus.EnvelopeError) as exc:
                     print(f"tap: undecodable mirror message: {exc}", file=sys.stderr)
                     continue
                 for rec in recs:
