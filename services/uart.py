@@ -19,12 +19,16 @@ Theory of operation. Three threads, one job each:
   ``serial.status`` on each change and every ``STATUS_INTERVAL_S``, and takes
   ``write`` messages (a list of raw frames for the meter) into a bounded queue.
 - The **writer thread** writes queued frames to the port in arrival order, so
-  a slow line never stalls the loop. While the port is closed, frames are held
-  in that queue (at most ``WRITE_QUEUE_MAX``) and written once it reopens;
-  frames that arrive when the queue is full, or that waited longer than
-  ``WRITE_HOLD_MAX_S``, are dropped and counted (``write_dropped``,
-  ``write_stale``). A write that fails with an I/O error marks the port
-  faulty, and the port thread reopens it.
+  a slow line never stalls the loop. A frame leaves the queue only once it is
+  written whole, or when it is dropped by one of the two bounds: frames that
+  arrive when the queue holds ``WRITE_QUEUE_MAX`` (``write_dropped``), and
+  frames that waited longer than ``WRITE_HOLD_MAX_S`` (``write_stale``), each
+  counted and logged. Everything else waits: while the port is closed; while
+  the line accepts nothing (flow control holding off) for the write timeout,
+  which is counted (``write_timeouts``), logged, and retried from the first
+  unwritten byte after ``WRITE_RETRY_S``; and after a write fails with an I/O
+  error (``write_errors``), which marks the port faulty for the port thread to
+  reopen, and the frame is written again from its start on the new line.
 
 Threads never touch a bus socket, and keep their counts in their own fields;
 the loop copies them into ``self.counters`` for heartbeats and status.
@@ -35,10 +39,11 @@ reopens, attempts (failed opens since the last success), error, write_queue}``.
 
 Counters: ``frames_in`` (sent to the pool), ``bytes_in``, the deframer's
 ``garbage_bytes``, ``bad_fcs``, ``bad_flag``, ``oversize``, ``bad_length``,
-``truncated`` (...); ``frames_out``/``bytes_out`` (written), ``write_errors``
-(of which ``write_timeouts``), ``write_dropped`` (queue full), ``write_stale``,
-``write_bad`` (not bytes), ``rx_dropped`` (loop behind), ``open_failures``,
-``reopens``.
+``truncated`` (...); ``frames_out``/``bytes_out`` (written whole),
+``write_errors`` (I/O errors), ``write_timeouts`` (stalls; neither loses a
+frame), ``write_dropped`` (queue full), ``write_stale``, ``write_bad`` (an item
+of a ``write`` that is not bytes, or empty), ``rx_dropped`` (loop behind),
+``open_failures``, ``reopens``.
 
 Shutdown: ``on_close`` sets a flag; the port thread sees it within
 ``READ_TIMEOUT_MAX_S``, closes the port and ends; both threads are joined
@@ -49,6 +54,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import select
 import threading
 import time
 from collections.abc import Mapping
@@ -57,6 +64,11 @@ from typing import Any
 import msgpack
 import serial
 import serial.rs485
+
+try:
+    from serial.serialposix import Serial as _PosixSerial
+except ImportError:  # not a posix system: every port goes through write()
+    _PosixSerial = None
 
 from common import bus, rfc1662
 from common.service import Service, main_for
@@ -73,9 +85,15 @@ WRITE_QUEUE_MAX = 1000
 #: A frame for the meter older than this when its turn comes is dropped.
 WRITE_HOLD_MAX_S = 60.0
 #: Write timeout: this much, plus WRITE_TIMEOUT_FACTOR times the line time of
-#: a maximal frame, before a write counts as stalled (flow control held off).
+#: a maximal frame, with no byte accepted before a write counts as stalled
+#: (flow control held off).
 WRITE_TIMEOUT_MIN_S = 1.0
 WRITE_TIMEOUT_FACTOR = 4
+#: After a stalled or cancelled write the writer lets go of the port this long
+#: (so the port thread can close it) before it tries again.
+WRITE_RETRY_S = 0.05
+#: The first stall of an episode is logged, then every Nth retry of it.
+STALL_LOG_EVERY = 10
 #: Bits on the line per byte, upper bound (start, 8 data, parity, 2 stop).
 LINE_BITS_PER_BYTE = 12
 #: How long the writer sleeps waiting for work before it checks the stop flag.
@@ -202,7 +220,8 @@ class Uart(Service):
             max_frame *= 2  # every byte may be escaped
         line_time = max_frame * LINE_BITS_PER_BYTE / self.settings["baudrate"]
         self.settings["timeout"] = read_timeout
-        self.settings["write_timeout"] = WRITE_TIMEOUT_MIN_S + WRITE_TIMEOUT_FACTOR * line_time
+        self.write_timeout = WRITE_TIMEOUT_MIN_S + WRITE_TIMEOUT_FACTOR * line_time
+        self.settings["write_timeout"] = self.write_timeout
 
         # Shared with the threads. _port is set and cleared only by the port
         # thread, under _port_lock, which the writer holds while it writes:
@@ -291,14 +310,15 @@ class Uart(Service):
     def _on_write(self, env: bus.Envelope) -> None:
         data = env.data
         if not isinstance(data, list):
-            data = [data]
+            data = [data]  # one frame outside a list, or junk: each is checked below
         now = time.monotonic()
         with self._wcond:
             for frame in data:
                 if not isinstance(frame, bytes) or not frame:
                     self.count_drop(
                         "write_bad",
-                        "write dropped reason=not_bytes type=%s src=%s",
+                        "write dropped reason=%s type=%s src=%s",
+                        "empty" if isinstance(frame, bytes) else "not_bytes",
                         type(frame).__name__,
                         env.src,
                     )
@@ -430,7 +450,10 @@ class Uart(Service):
                 self._halt.wait(delay)
                 delay = min(delay * 2, self.reopen_max)
         except Exception:
-            log.exception("port thread failed port=%s", self.port_name)
+            # A bug, not a port fault (those end _read_until_fault): stop, and
+            # supervisord restarts a uart that would otherwise never read again.
+            log.exception("port thread failed port=%s action=stop", self.port_name)
+            self.stop()
         finally:
             port = self._port
             if port is not None:
@@ -499,58 +522,179 @@ class Uart(Service):
     # -- the writer thread ---------------------------------------------------------
 
     def _run_writer(self) -> None:
+        try:
+            self._write_queued()
+        except Exception:
+            # A bug, not a line fault. A uart that never writes again would be
+            # worse than a restart by supervisord, which stopping gets us.
+            log.exception("writer thread failed port=%s action=stop", self.port_name)
+            self.stop()
+
+    def _write_queued(self) -> None:
+        """Write the queue's head until it is out whole or too old; repeat.
+
+        The head stays in the queue while it is being written, so a frame is
+        never lost between a failed write and the next try. ``sent`` counts
+        its bytes already accepted by ``sent_on``, the port they went to.
+        """
         tx = self._tx
+        sent = 0
+        sent_on: serial.SerialBase | None = None
+        stall_began = 0.0  # when the line stopped taking bytes; 0: it is not
+        stall_timeouts = 0
         while not self._halt.is_set():
             with self._wcond:
                 # After a write fault, wait for the port thread to reopen.
                 if not self._wq or self._port is None or self._write_fault is not None:
                     self._wcond.wait(WRITER_IDLE_S)
                     continue
-                queued_at, frame = self._wq.popleft()
-            if time.monotonic() - queued_at > WRITE_HOLD_MAX_S:
-                tx["write_stale"] += 1
-                n = tx["write_stale"]
-                if n <= 10 or n % 1000 == 0:
-                    log.warning(
-                        "write dropped reason=stale len=%d held_s=%.1f total=%d",
-                        len(frame),
-                        time.monotonic() - queued_at,
-                        n,
-                    )
+                queued_at, frame = self._wq[0]
+            held_s = time.monotonic() - queued_at
+            if held_s > WRITE_HOLD_MAX_S:
+                self._drop_head_stale(frame, held_s, sent if sent_on is self._port else 0)
+                sent, sent_on = 0, None
                 continue
+            outcome = ""
             with self._port_lock:
                 port = self._port
                 if port is None:
-                    # Closed since we looked: keep the frame, first in line.
-                    with self._wcond:
-                        self._wq.appendleft((queued_at, frame))
-                    continue
+                    continue  # closed since we looked: the frame stays first in line
+                if port is not sent_on:
+                    # Any earlier part went to a line since closed: start over.
+                    sent, sent_on = 0, port
+                    stall_began, stall_timeouts = 0.0, 0
                 try:
-                    port.write(frame)
-                except serial.SerialTimeoutException:
-                    tx["write_errors"] += 1
-                    tx["write_timeouts"] += 1
-                    log.warning(
-                        "write failed reason=timeout len=%d timeout_s=%.2f total=%d",
-                        len(frame),
-                        self.settings["write_timeout"],
-                        tx["write_errors"],
-                    )
-                    continue
-                except Exception as exc:
-                    tx["write_errors"] += 1
+                    n, outcome = write_some(port, memoryview(frame)[sent:], self.write_timeout)
+                    sent += n
+                except Exception as exc:  # any failure here is the port's
                     error = str(exc) or type(exc).__name__
+                    tx["write_errors"] += 1
                     log.warning(
-                        "write failed reason=io len=%d error=%r total=%d",
+                        "write failed reason=io len=%d sent=%d error=%r action=hold queued=%d "
+                        "total=%d",
                         len(frame),
+                        sent,
                         error,
+                        len(self._wq),
                         tx["write_errors"],
                     )
+                    # The frame stays first in line and goes out whole after the
+                    # reopen. If part of it reached the meter before the fault,
+                    # the meter's deframer drops that part (bad FCS or no closing
+                    # flag where the length says) and resyncs on the next flag;
+                    # only if all but the closing flag got out can the meter see
+                    # the frame twice, which is better than never.
+                    sent, sent_on = 0, None
+                    stall_began, stall_timeouts = 0.0, 0
                     # The port thread closes and reopens it.
                     self._write_fault = f"write failed: {error}"
                     continue
-            tx["frames_out"] += 1
-            tx["bytes_out"] += len(frame)
+            if sent >= len(frame):
+                with self._wcond:
+                    self._wq.popleft()  # only this thread takes from the left
+                tx["frames_out"] += 1
+                tx["bytes_out"] += len(frame)
+                sent, sent_on = 0, None
+                if stall_began:
+                    log.info(
+                        "write resumed stalled_s=%.1f timeouts=%d queued=%d",
+                        time.monotonic() - stall_began,
+                        stall_timeouts,
+                        len(self._wq),
+                    )
+                    stall_began, stall_timeouts = 0.0, 0
+                continue
+            if outcome == OUTCOME_TIMEOUT:
+                tx["write_timeouts"] += 1
+                stall_timeouts += 1
+                if not stall_began:
+                    stall_began = time.monotonic() - self.write_timeout
+                if stall_timeouts == 1 or stall_timeouts % STALL_LOG_EVERY == 0:
+                    log.warning(
+                        "write stalled reason=timeout len=%d sent=%d timeout_s=%.2f "
+                        "stalled_s=%.1f action=hold queued=%d total=%d",
+                        len(frame),
+                        sent,
+                        self.write_timeout,
+                        time.monotonic() - stall_began,
+                        len(self._wq),
+                        tx["write_timeouts"],
+                    )
+            # Timed out or cancelled (the port thread is closing the port): let
+            # go of the port for a moment, then carry on from byte ``sent``.
+            self._halt.wait(WRITE_RETRY_S)
+
+    def _drop_head_stale(self, frame: bytes, held_s: float, sent: int) -> None:
+        with self._wcond:
+            self._wq.popleft()
+        tx = self._tx
+        tx["write_stale"] += 1
+        n = tx["write_stale"]
+        if n <= 10 or n % 1000 == 0:
+            # sent > 0: the meter got the start of it and drops that part.
+            log.warning(
+                "write dropped reason=stale len=%d sent=%d held_s=%.1f total=%d",
+                len(frame),
+                sent,
+                held_s,
+                n,
+            )
+
+
+#: write_some outcomes besides "all written".
+OUTCOME_TIMEOUT = "timeout"
+OUTCOME_CANCELLED = "cancelled"
+
+
+def write_some(port: serial.SerialBase, data: memoryview, timeout: float) -> tuple[int, str]:
+    """Write ``data`` to ``port``; return how many bytes went out, and why not all.
+
+    The reason is ``""`` (all written), ``OUTCOME_TIMEOUT`` (the line took no
+    byte for ``timeout`` seconds) or ``OUTCOME_CANCELLED`` (``cancel_write``
+    from another thread). I/O errors raise.
+
+    pyserial's ``write`` raises ``SerialTimeoutException`` without saying how
+    much it wrote, so a retry would repeat or skip bytes. For a posix port
+    (a device path) this does what its ``write`` does on the port's
+    non-blocking fd, counting: a retry resumes at the first unwritten byte.
+    Other ports (URLs) go through ``write``; after its timeout the retry
+    starts again at the same byte, and the meter drops the repeated part as
+    it drops any broken frame.
+    """
+    if _PosixSerial is not None and isinstance(port, _PosixSerial) and port.fd is not None:
+        return _write_fd(port.fd, getattr(port, "pipe_abort_write_r", None), data, timeout)
+    try:
+        n = port.write(data)
+    except serial.SerialTimeoutException:
+        return 0, OUTCOME_TIMEOUT
+    n = len(data) if n is None else n
+    return n, "" if n >= len(data) else OUTCOME_CANCELLED
+
+
+def _write_fd(fd: int, abort: int | None, data: memoryview, timeout: float) -> tuple[int, str]:
+    done = 0
+    last_progress = time.monotonic()
+    waits = [abort] if abort is not None else []
+    while done < len(data):
+        try:
+            n = os.write(fd, data[done:])
+        except BlockingIOError:
+            n = 0
+        if n:
+            done += n
+            last_progress = time.monotonic()
+            continue
+        left = timeout - (time.monotonic() - last_progress)
+        if left <= 0:
+            return done, OUTCOME_TIMEOUT
+        cancelled, _, _ = select.select(waits, [fd], [], left)
+        if cancelled and abort is not None:
+            try:
+                os.read(abort, 1000)  # as pyserial's write does: one cancel, one wake
+            except OSError:
+                pass
+            return done, OUTCOME_CANCELLED
+    return done, ""
 
 
 def make_uart(config: dict[str, Any]) -> Uart:

@@ -22,7 +22,14 @@ import pytest
 import serial
 
 from common import bus, rfc1662
-from services.uart import is_url, open_port, serial_settings
+from services.uart import (
+    OUTCOME_CANCELLED,
+    OUTCOME_TIMEOUT,
+    is_url,
+    open_port,
+    serial_settings,
+    write_some,
+)
 from tests.conftest import Probe, Stack, base_config, shared_dir
 from tests.pty_util import MeterPty
 
@@ -157,6 +164,42 @@ def test_open_port_on_a_pty_and_rs485_fallback(link: Path, meter: MeterPty, capl
         port.close()
 
 
+def test_write_some_reports_exactly_what_a_stalled_or_dead_line_took(link: Path, meter: MeterPty):
+    # The meter reads nothing: the pty fills, and a write stops part-way.
+    settings = {**serial_settings({"baudrate": 115200}), "timeout": 0.05}
+    port, _ = open_port(str(link), settings, rs485=False)
+    try:
+        data = random.Random(5).randbytes(200_000)
+        n, outcome = write_some(port, memoryview(data), timeout=0.2)
+        assert outcome == OUTCOME_TIMEOUT and 0 < n < len(data)
+        assert meter.read_exactly(n, timeout=5) == data[:n]  # exactly n went out
+        # Resuming at byte n continues the stream with nothing repeated.
+        m, outcome = write_some(port, memoryview(data)[n:], timeout=0.2)
+        assert outcome == OUTCOME_TIMEOUT and m > 0
+        assert meter.read_exactly(m, timeout=5) == data[n : n + m]
+        # cancel_write (the port thread closing the port) ends a stalled write.
+        sent, outcome = write_some(port, memoryview(data)[n + m :], timeout=0.2)
+        assert outcome == OUTCOME_TIMEOUT
+        port.cancel_write()
+        began = time.monotonic()
+        k, outcome = write_some(port, memoryview(data)[n + m + sent :], timeout=5)
+        assert outcome == OUTCOME_CANCELLED and k == 0
+        assert time.monotonic() - began < 1
+        # The meter goes away: the write fails with an I/O error, not a count.
+        meter.vanish()
+        with pytest.raises(OSError):
+            write_some(port, memoryview(data), timeout=5)
+    finally:
+        port.close()
+    # A URL port goes through pyserial's write.
+    port, _ = open_port("loop://", settings, rs485=False)
+    try:
+        assert write_some(port, memoryview(b"abc"), timeout=1) == (3, "")
+        assert port.read(3) == b"abc"
+    finally:
+        port.close()
+
+
 # -- real processes ----------------------------------------------------------------------
 
 
@@ -226,6 +269,7 @@ def test_downlink_writes_reach_the_meter_exact_and_in_order(
     stack: Stack, probe: Probe, run_dir: Path, meter: MeterPty
 ):
     status = probe.subscriber(bus.T_SERIAL_STATUS)
+    registry = probe.subscriber(bus.T_REGISTRY)
     _broker, uart = start(stack, run_dir, resolver=False)
     uart.wait_log("serial open port=", timeout=15)
     got = probe.wait_event(status, bus.T_SERIAL_STATUS, lambda d: d["open"], timeout=5)
@@ -249,6 +293,26 @@ def test_downlink_writes_reach_the_meter_exact_and_in_order(
     probe.send(bus.UART, bus.OP_WRITE, ["not bytes", frames[0]], src=bus.CLIENT)
     assert meter.read_exactly(len(frames[0]), timeout=5) == frames[0]
     uart.wait_log("write dropped reason=not_bytes")
+    # Data that is not a list at all, and items that are no frame: each one
+    # counted, nothing raised, and the uart keeps writing.
+    for bad in ({"a": 1}, 7, None, "text", [b"", ["nested"], 3.5, {}]):
+        probe.send(bus.UART, bus.OP_WRITE, bad, src=bus.CLIENT)
+    probe.send(bus.UART, bus.OP_WRITE, frames[1], src=bus.CLIENT)  # one frame, no list
+    probe.send(bus.UART, bus.OP_WRITE, [frames[2]], src=bus.CLIENT)
+    assert meter.read_exactly(len(frames[1] + frames[2]), timeout=5) == frames[1] + frames[2]
+    uart.wait_log("write dropped reason=empty")
+    entry = probe.wait_event(
+        registry,
+        bus.T_REGISTRY,
+        lambda d: (e := uart_entry(d)) is not None and e["counters"].get("write_bad") == 9,
+        timeout=5,
+    )
+    e = uart_entry(entry)
+    assert e is not None
+    counters = e["counters"]
+    assert counters.get("handler.errors", 0) == 0
+    assert counters["frames_out"] == len(frames) + 3
+    assert uart.alive()
 
 
 def test_port_vanishes_and_returns_traffic_resumes_both_ways(
@@ -362,3 +426,143 @@ def recv_exactly(conn: socket.socket, n: int) -> bytes:
             break
         buf += chunk
     return buf
+
+
+# -- downlink: nothing is lost to a dead or stalled line -----------------------------------
+
+#: Frames for the stall tests: together several times what a pty buffers
+#: (about 20 KiB on Linux), so the uart's writer is certain to block.
+STALL_FRAMES = 80
+STALL_INFO = 1000
+#: The writer counts as stuck once frames_out has not moved for this long
+#: while frames are still queued (a free line writes them in milliseconds).
+STUCK_S = 0.7
+
+
+def numbered(n: int, size: int, seed: int) -> list[bytes]:
+    """``n`` encoded frames whose info starts with its number (``n0042``)."""
+    rng = random.Random(seed)
+    return [payload_frame(b"n%04d" % i + rng.randbytes(size - 5)) for i in range(n)]
+
+
+def numbers(raw: bytes) -> list[int]:
+    """The numbers of the frames a meter's deframer finds in ``raw``."""
+    d = rfc1662.Deframer()
+    frames = d.feed(raw) + d.flush()
+    return [int(rfc1662.decode(f).info[1:5]) for f in frames]
+
+
+def send_in_batches(probe: Probe, frames: list[bytes], batch: int = 8) -> None:
+    for i in range(0, len(frames), batch):
+        probe.send(bus.UART, bus.OP_WRITE, frames[i : i + batch], src=bus.CLIENT)
+
+
+def wait_writer_stuck(probe: Probe, registry: Any, total: int, timeout: float = 10.0):
+    """The uart's registry entry once its writer is blocked on a full line."""
+    seen: dict[str, Any] = {"out": None, "since": 0.0}
+
+    def stuck(d: dict[str, Any]) -> bool:
+        e = uart_entry(d)
+        if e is None:
+            return False
+        out = e["counters"].get("frames_out", 0)
+        now = time.monotonic()
+        if out != seen["out"]:
+            seen["out"], seen["since"] = out, now
+            return False
+        return out < total and e["write_queue"] > 0 and now - seen["since"] >= STUCK_S
+
+    return uart_entry(probe.wait_event(registry, bus.T_REGISTRY, stuck, timeout=timeout))
+
+
+def test_frames_held_when_the_port_dies_mid_write_go_out_after_the_reopen_in_order(
+    stack: Stack, probe: Probe, run_dir: Path, meter: MeterPty
+):
+    events = probe.subscriber("serial.")
+    registry = probe.subscriber(bus.T_REGISTRY)
+    _broker, uart = start(stack, run_dir, resolver=False, **FAST_REOPEN)
+    uart.wait_log("serial open port=", timeout=15)
+    probe.wait_event(events, bus.T_SERIAL_STATUS, lambda d: d["open"], timeout=5)
+
+    # The meter reads nothing, so the pty fills and a write blocks part-way.
+    frames = numbered(STALL_FRAMES, STALL_INFO, seed=21)
+    send_in_batches(probe, frames)
+    wait_writer_stuck(probe, registry, len(frames))
+
+    meter.vanish()  # unplugged mid-write: what sat in the pty is gone with it
+    probe.wait_event(events, bus.T_SERIAL_LOST, timeout=5)
+    entry = uart_entry(
+        probe.wait_event(
+            registry,
+            bus.T_REGISTRY,
+            lambda d: (e := uart_entry(d)) is not None and e["open"] is False,
+            timeout=5,
+        )
+    )
+    assert entry is not None
+    done = entry["counters"].get("frames_out", 0)  # written whole before the loss
+    assert 0 < done < len(frames)
+    assert entry["write_queue"] == len(frames) - done  # the one in flight is held too
+
+    # After the reopen the held frames go out from the one that was in flight.
+    meter.replug()
+    probe.wait_event(events, bus.T_SERIAL_OPEN, timeout=5)
+    want = b"".join(frames[done:])
+    got = meter.read_exactly(len(want), timeout=10)
+    assert numbers(got) == list(range(done, len(frames)))
+    assert got == want
+    assert meter.expect_silence(0.2) == b""
+    entry = uart_entry(
+        probe.wait_event(
+            registry,
+            bus.T_REGISTRY,
+            lambda d: (
+                (e := uart_entry(d)) is not None and e["counters"].get("frames_out") == len(frames)
+            ),
+            timeout=5,
+        )
+    )
+    assert entry is not None and entry["write_queue"] == 0
+    for name in ("write_dropped", "write_stale", "write_bad"):
+        assert entry["counters"].get(name, 0) == 0, name
+
+
+def test_a_meter_holding_off_writes_past_the_write_timeout_loses_nothing(
+    stack: Stack, probe: Probe, run_dir: Path, meter: MeterPty
+):
+    registry = probe.subscriber(bus.T_REGISTRY)
+    # A fast line keeps the write timeout near its 1 s floor (a pty ignores the rate).
+    _broker, uart = start(stack, run_dir, resolver=False, baudrate=921600)
+    uart.wait_log("serial open port=", timeout=15)
+
+    # The meter stops reading (as flow control holding CTS off would) for
+    # longer than two write timeouts, then reads again.
+    frames = numbered(STALL_FRAMES, STALL_INFO, seed=22)
+    send_in_batches(probe, frames)
+    uart.wait_log("write stalled reason=timeout", timeout=10)
+    probe.wait_event(
+        registry,
+        bus.T_REGISTRY,
+        lambda d: (e := uart_entry(d)) is not None and e["counters"].get("write_timeouts", 0) >= 2,
+        timeout=10,
+    )
+    want = b"".join(frames)
+    got = meter.read_exactly(len(want), timeout=10)
+    assert numbers(got) == list(range(len(frames)))
+    assert got == want  # every byte once, in order: each retry resumed where the last stopped
+    assert meter.expect_silence(0.2) == b""
+    uart.wait_log("write resumed", timeout=5)
+
+    entry = uart_entry(
+        probe.wait_event(
+            registry,
+            bus.T_REGISTRY,
+            lambda d: (
+                (e := uart_entry(d)) is not None and e["counters"].get("frames_out") == len(frames)
+            ),
+            timeout=5,
+        )
+    )
+    assert entry is not None and entry["write_queue"] == 0
+    for name in ("write_errors", "write_dropped", "write_stale", "write_bad"):
+        assert entry["counters"].get(name, 0) == 0, name
