@@ -51,6 +51,61 @@ class Counters(collections.Counter[str]):
     """Named counters; every drop has one, so logs and ``status`` agree."""
 
 
+class Stopper:
+    """Shutdown on request: SIGTERM/SIGINT only set a flag and wake the loop.
+
+    ``install()`` (main thread only) returns a file descriptor to poll; it
+    becomes readable when a signal arrives or ``stop()`` is called from any
+    thread, so a loop blocked in poll notices at once. Shared by the service
+    base and the broker.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._r: socket.socket | None = None
+        self._w: socket.socket | None = None
+
+    def install(self) -> int | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._event.set())
+        return self._r.fileno()
+
+    def stop(self) -> None:
+        self._event.set()
+        if self._w is not None:
+            try:
+                self._w.send(b"\0")
+            except OSError:
+                pass
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def drain(self) -> None:
+        if self._r is None:
+            return
+        try:
+            while self._r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._r is not None:
+            signal.set_wakeup_fd(-1)
+            self._r.close()
+            self._r = None
+        if self._w is not None:
+            self._w.close()
+            self._w = None
+
+
 class ServiceProxy:
     """``app.<service>``: turns ``app.client.send(data)`` into a bus message."""
 
@@ -143,7 +198,7 @@ class Service:
         self._own_ctx = ctx is None
         self.ctx: zmq.Context[Any] = ctx if ctx is not None else zmq.Context()
         self._seq = 0
-        self._stop = threading.Event()
+        self._stop = Stopper()
         self._handlers: dict[str, Handler] = {}
         self._event_handlers: list[tuple[str, Callable[[str, bus.Envelope], None]]] = []
         self._sockets: dict[Any, Callable[[], None]] = {}
@@ -153,8 +208,6 @@ class Service:
         self._thread_inboxes: list[ThreadInbox] = []
         self._closers: list[Callable[[], None]] = []
         self._heartbeat = heartbeat
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
 
         self.push = self._socket(zmq.PUSH, bus.BROKER_IN, sndhwm=bus.SNDHWM)
         self.pub = self._socket(zmq.PUB, bus.EVENTS_IN, sndhwm=bus.SNDHWM)
@@ -409,35 +462,16 @@ class Service:
 
     def stop(self) -> None:
         """Ask the loop to end; safe from a signal handler or another thread."""
-        self._stop.set()
-        if self._wake_w is not None:
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:
-                pass
+        self._stop.stop()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
     def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
-        self._sockets[self._wake_r.fileno()] = self._drain_wake
-
-    def _drain_wake(self) -> None:
-        assert self._wake_r is not None
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except OSError:
-            pass
+        fd = self._stop.install()
+        if fd is not None:
+            self._sockets[fd] = self._stop.drain
 
     def setup(self) -> None:
         """Called once before the loop: open ports, start threads."""
@@ -509,11 +543,7 @@ class Service:
         for sock in list(self._sockets):
             if isinstance(sock, zmq.Socket):
                 sock.close(linger=0)
-        if self._wake_r is not None:
-            signal.set_wakeup_fd(-1)
-            self._wake_r.close()
-        if self._wake_w is not None:
-            self._wake_w.close()
+        self._stop.close()
         if self._own_ctx:
             # destroy, not term: a reader thread that did not end in time must
             # not keep the process from exiting.

@@ -24,9 +24,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import signal
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +33,7 @@ import zmq
 
 from common import bus
 from common.config import load_or_exit
-from common.service import Counters, setup_logging
+from common.service import Counters, Stopper, setup_logging
 
 log = logging.getLogger("meterlink.broker")
 
@@ -94,9 +91,8 @@ class Broker:
         self._own_ctx = ctx is None
         self.ctx: zmq.Context[Any] = ctx if ctx is not None else zmq.Context()
         self.counters = Counters()
-        self._stop = threading.Event()
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._stop = Stopper()
+        self._wake_fd: int | None = None
 
         self.pull = self._bind(zmq.PULL, bus.BROKER_IN)
         self.pool = self._bind(zmq.ROUTER, bus.RESOLVER_IN)
@@ -521,25 +517,10 @@ class Broker:
     # -- loop ------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._wake_w is not None:
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:
-                pass
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
+        self._stop.stop()
 
     def run(self) -> None:
-        self._install_signals()
+        self._wake_fd = self._stop.install()
         log.info("broker started pid=%d run_dir=%s", os.getpid(), self.run_dir)
         try:
             self._loop()
@@ -560,8 +541,8 @@ class Broker:
         poller = zmq.Poller()
         for sock in (self.pull, self.pool, self.xsub, self.xpub):
             poller.register(sock, zmq.POLLIN)
-        if self._wake_r is not None:
-            poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        if self._wake_fd is not None:
+            poller.register(self._wake_fd, zmq.POLLIN)
         handlers = {
             self.pull: self._on_broker_in,
             self.pool: self._on_pool,
@@ -589,11 +570,8 @@ class Broker:
                     self._guarded(handler)
                 elif sock in self._inbox_names:
                     self._flush_pending(self._inbox_names[sock])
-                elif self._wake_r is not None and sock == self._wake_r.fileno():
-                    try:
-                        self._wake_r.recv(512)
-                    except OSError:
-                        pass
+                elif sock == self._wake_fd:
+                    self._stop.drain()
             if self.queue:
                 self._guarded(self._assign)
             now = time.monotonic()
@@ -610,11 +588,7 @@ class Broker:
     def close(self) -> None:
         for sock in [self.pull, self.pool, self.xsub, self.xpub, *self.inboxes.values()]:
             sock.close(linger=0)
-        if self._wake_r is not None:
-            signal.set_wakeup_fd(-1)
-            self._wake_r.close()
-        if self._wake_w is not None:
-            self._wake_w.close()
+        self._stop.close()
         if self._own_ctx:
             self.ctx.term()
 
