@@ -1,16 +1,27 @@
 """The limit: the pipeline's topology in bare pyzmq, with msgpack and no work.
 
 producer -> broker process -> worker process -> broker process -> sink, all
-PUSH/PULL over ipc, one msgpack message per batch of frames exactly as the
-uart sends them, so the figure is what ZeroMQ and msgpack alone cost for the
-same shape of traffic. ``run(frames, batch)`` returns frames per second.
+PUSH/PULL over ipc, one msgpack message per batch of frames as the uart sends
+them, so the figure is what ZeroMQ and msgpack alone cost for the same shape
+of traffic. It is measured as the pipeline is: every frame of a burst is sent
+as fast as the producer can, and the rate is frames / (first send -> last
+frame received), with every frame counted at the sink.
+
+``run_many(frames, batch, repeats)`` starts the two processes once and times
+``repeats`` bursts; ``batch`` may be fractional (a mean): the burst is then cut
+into ``round(frames / batch)`` batches of nearly equal size. ``run()`` is one
+burst. ``python -m bench.bare`` prints the limit for a few batch sizes.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
 import multiprocessing as mp
 import os
+import shutil
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -18,6 +29,12 @@ import msgpack
 import zmq
 
 STOP = b"stop"
+#: Longest the sink waits for the next message before the burst counts as stalled.
+STALL_S = 10.0
+#: How long the processes get to start and bind.
+START_S = 20.0
+#: Settle time for the connects before the first burst (zmq connects are async).
+CONNECT_SETTLE_S = 0.2
 
 
 def _broker(d: str, ready: Any) -> None:
@@ -63,52 +80,160 @@ def _worker(d: str, ready: Any) -> None:
     ctx.destroy(linger=0)
 
 
-def run(frames: int = 200_000, batch: int = 50, frame_size: int = 64) -> float:
-    """Frames per second through the bare topology."""
-    d = tempfile.mkdtemp(prefix="mlb-", dir="/tmp")
-    mpctx = mp.get_context("spawn")
-    ready_b, ready_w = mpctx.Event(), mpctx.Event()
-    procs = [
-        mpctx.Process(target=_broker, args=(d, ready_b)),
-        mpctx.Process(target=_worker, args=(d, ready_w)),
-    ]
-    procs[0].start()
-    ready_b.wait(10)
-    procs[1].start()
-    ready_w.wait(10)
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.connect(f"ipc://{d}/a_in")
-    sink = ctx.socket(zmq.PULL)
-    sink.connect(f"ipc://{d}/to_sink")
-    frame = b"\x7e" + bytes(frame_size - 2) + b"\x7e"
-    batches = [[frame] * batch for _ in range(frames // batch)]
-    time.sleep(0.2)  # let both connects complete before the clock starts
+def batch_sizes(frames: int, batch: float) -> list[int]:
+    """Cut ``frames`` into batches whose mean size is as close to ``batch`` as can be."""
+    count = max(1, min(frames, round(frames / max(batch, 1.0))))
+    base, extra = divmod(frames, count)
+    return [base + 1 if i < extra else base for i in range(count)]
+
+
+class _Topology:
+    """The broker and worker processes, and the producer and sink sockets."""
+
+    def __enter__(self) -> tuple[Any, Any]:
+        self.dir = tempfile.mkdtemp(prefix="mlb-", dir="/tmp")
+        mpctx = mp.get_context("spawn")
+        ready_b, ready_w = mpctx.Event(), mpctx.Event()
+        self.procs = [
+            mpctx.Process(target=_broker, args=(self.dir, ready_b), daemon=True),
+            mpctx.Process(target=_worker, args=(self.dir, ready_w), daemon=True),
+        ]
+        self.ctx = zmq.Context()
+        try:
+            self.procs[0].start()
+            if not ready_b.wait(START_S):
+                raise RuntimeError("bare broker did not start")
+            self.procs[1].start()
+            if not ready_w.wait(START_S):
+                raise RuntimeError("bare worker did not start")
+            self.push = self.ctx.socket(zmq.PUSH)
+            self.push.setsockopt(zmq.LINGER, 0)
+            self.push.connect(f"ipc://{self.dir}/a_in")
+            self.sink = self.ctx.socket(zmq.PULL)
+            self.sink.setsockopt(zmq.LINGER, 0)
+            self.sink.connect(f"ipc://{self.dir}/to_sink")
+            time.sleep(CONNECT_SETTLE_S)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self.push, self.sink
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.push.send_multipart([STOP, b""])
+                self.sink.poll(5000)
+        finally:
+            for p in self.procs:
+                if p.pid is not None:
+                    p.join(5)
+                    if p.is_alive():
+                        p.kill()
+                        p.join(5)
+            self.ctx.destroy(linger=0)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_many(
+    frames: int = 200_000, batch: float = 50, frame_size: int = 64, repeats: int = 3
+) -> list[float]:
+    """Frames per second through the bare topology, one figure per burst."""
+    with _Topology() as (push, sink):
+        frame = b"\x7e" + bytes(frame_size - 2) + b"\x7e"
+        batches = [[frame] * n for n in batch_sizes(frames, batch)]
+        return [_burst(push, sink, batches, frames) for _ in range(repeats)]
+
+
+def _burst(push: Any, sink: Any, batches: list[list[bytes]], frames: int) -> float:
     received = 0
     started = time.perf_counter()
-    sent = 0
     for b in batches:
         push.send_multipart([b"frames", msgpack.packb(b)])
-        sent += 1
         while sink.poll(0):
-            parts = sink.recv_multipart()
-            received += len(msgpack.unpackb(parts[1]))
-    while received < len(batches) * batch:
-        if not sink.poll(10_000):
-            raise RuntimeError("bare pipeline stalled")
-        parts = sink.recv_multipart()
-        received += len(msgpack.unpackb(parts[1]))
+            received += len(msgpack.unpackb(sink.recv_multipart()[1]))
+    while received < frames:
+        if not sink.poll(int(STALL_S * 1000)):
+            raise RuntimeError(f"bare pipeline stalled at {received}/{frames} frames")
+        received += len(msgpack.unpackb(sink.recv_multipart()[1]))
     elapsed = time.perf_counter() - started
-    push.send_multipart([STOP, b""])
-    sink.poll(5000)
-    for p in procs:
-        p.join(5)
-    ctx.destroy(linger=0)
-    for name in os.listdir(d):
-        os.unlink(os.path.join(d, name))
-    os.rmdir(d)
+    if received != frames:
+        raise RuntimeError(f"bare pipeline delivered {received} frames, sent {frames}")
     return received / elapsed
 
 
+def latency_many(
+    rate: float, seconds: float, repeats: int = 3, frame_size: int = 64
+) -> list[dict[str, float]]:
+    """Latency through the bare topology: one frame per message, paced at ``rate``.
+
+    One dict per run with ``p50_ms``, ``p99_ms`` and ``max_ms`` (send -> sink).
+    """
+    with _Topology() as (push, sink):
+        frame = b"\x7e" + bytes(frame_size - 2) + b"\x7e"
+        n = max(1, int(rate * seconds))
+        return [_paced(push, sink, frame, n, rate) for _ in range(repeats)]
+
+
+def _paced(push: Any, sink: Any, frame: bytes, n: int, rate: float) -> dict[str, float]:
+    """Send ``n`` one-frame messages on a schedule; a thread stamps them at the sink."""
+    perf = time.perf_counter
+    sent = [0.0] * n
+    arrived: list[float] = []
+    failed: list[str] = []
+
+    def receive() -> None:  # the only user of ``sink`` while it runs
+        deadline = perf() + n / rate + STALL_S
+        while len(arrived) < n:
+            if perf() > deadline:
+                failed.append(f"bare pipeline stalled at {len(arrived)}/{n} messages")
+                return
+            if sink.poll(100):
+                sink.recv_multipart()
+                arrived.append(perf())
+
+    receiver = threading.Thread(target=receive, name="bare-sink", daemon=True)
+    receiver.start()
+    period = 1.0 / rate
+    t0 = perf() + 0.005
+    for i in range(n):
+        delay = t0 + i * period - perf()
+        if delay > 0:
+            time.sleep(delay)
+        sent[i] = perf()
+        push.send_multipart([b"frames", msgpack.packb([frame])])
+    receiver.join(n / rate + 2 * STALL_S)
+    if failed or len(arrived) < n:
+        raise RuntimeError(failed[0] if failed else "bare sink did not finish")
+    # PUSH/PULL over one path keeps order: the k-th arrival is the k-th message.
+    ms = sorted((a - s) * 1000 for a, s in zip(arrived, sent, strict=True))
+    return {
+        "p50_ms": ms[max(0, math.ceil(len(ms) * 0.50) - 1)],
+        "p99_ms": ms[max(0, math.ceil(len(ms) * 0.99) - 1)],
+        "max_ms": ms[-1],
+    }
+
+
+def run(frames: int = 200_000, batch: float = 50, frame_size: int = 64) -> float:
+    """Frames per second through the bare topology (one burst)."""
+    return run_many(frames, batch, frame_size, repeats=1)[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=200_000)
+    ap.add_argument("--batch", type=float, nargs="+", default=[1, 8, 50])
+    args = ap.parse_args()
+    for b in args.batch:
+        rates = run_many(args.frames, b)
+        print(f"batch {b:>6g}: {sorted(rates)[len(rates) // 2]:>12,.0f} frames/s")
+    for rate in (100, 1000):
+        lat = latency_many(rate, 2.0, repeats=1)[0]
+        print(
+            f"latency at {rate}/s, one frame per message: p50 {lat['p50_ms']:.3f} ms, "
+            f"p99 {lat['p99_ms']:.3f} ms, max {lat['max_ms']:.3f} ms"
+        )
+
+
 if __name__ == "__main__":
-    print(f"bare pyzmq limit: {run():,.0f} frames/s")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

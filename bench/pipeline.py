@@ -1,0 +1,715 @@
+"""The pipeline bench: the real stack, a meter on a pseudo-terminal, an HES on TCP.
+
+``BenchStack`` starts the gateway's own programs as real processes (``python
+-m services.broker``, ``services.resolver`` once per worker, ``services.uart``,
+``services.client``, ``services.watchdog``), as supervisord would, with a bench
+config in a short run directory under /tmp. The bench process plays both ends:
+
+- the **meter** is the master side of a pty (``Meter``); the uart opens the
+  slave through the link ``<run_dir>/meter.tty``. Uplink frames are 64 bytes:
+  0x2100/0xBF with 53 info bytes that start with a 64-bit sequence number.
+- the **HES** is a TCP server on 127.0.0.1 (``Hes``); a thread records every
+  chunk it reads with ``time.perf_counter()``. The client sends the payloads as
+  a plain byte stream, so records are cut every 53 bytes and each is stamped
+  with the time of the read that completed it.
+
+Every figure is exact: the driver stamps each frame before writing it, the HES
+stamps each payload, and a run is valid only if every sequence number of the
+run arrived once and in order (``Arrivals.take``).
+
+- ``latency_run``: paced writes, one frame per write on a ``perf_counter``
+  schedule; latency is HES read time - pty write time.
+- ``throughput_run``: a burst of N frames written as fast as the pty accepts
+  them; the figure is N / (first write -> last arrival).
+- ``downlink_run``: the HES writes 16-byte records (magic, sequence number) at
+  a pace; the meter side deframes what the uart writes to the pty and stamps
+  each record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+from array import array
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from bench import footprint
+from common import bus, rfc1662
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FRAME_BYTES = 64
+INFO_BYTES = FRAME_BYTES - rfc1662.MIN_FRAME  # 53
+_FILL = bytes((i * 37 + 11) & 0xFF for i in range(INFO_BYTES - 8))
+_UP = struct.Struct(">Q")
+_UP_RECORDS = f">Q{INFO_BYTES - 8}x"
+
+DOWN_MAGIC = b"DLNK"
+DOWN_BYTES = 16
+_DOWN = struct.Struct(">4sQ4x")
+
+#: The stack must come up (processes, registry, first payload through) within this.
+START_TIMEOUT_S = 30.0
+#: A worker added or removed shows in the broker's registry within this.
+WORKERS_TIMEOUT_S = 10.0
+#: After the last write, a run fails if no new payload arrives for this long.
+STALL_S = 10.0
+#: How often the waiting side looks for new arrivals.
+POLL_S = 0.02
+#: Quiet time after a run, to catch late duplicates before the next run starts.
+SETTLE_S = 0.05
+#: The HES thread's select timeout (bounds how late it sees a stop).
+HES_SELECT_S = 0.1
+#: How long a stopped process gets before SIGKILL.
+STOP_WAIT_S = 3.0
+#: How often readiness conditions are polled.
+READY_POLL_S = 0.05
+#: Warm-up frames are written this often until one reaches the HES.
+WARMUP_EVERY_S = 0.2
+#: After the first warm-up payload, the rest are waited for until this long without news.
+WARMUP_QUIET_S = 1.0
+
+
+class StackError(RuntimeError):
+    """The stack did not start, or a process of it died."""
+
+
+def uplink_payload(seq: int) -> bytes:
+    return _UP.pack(seq) + _FILL
+
+
+def uplink_frame(seq: int) -> bytes:
+    return rfc1662.encode(
+        rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, rfc1662.CMD_SERIAL_NET, uplink_payload(seq))
+    )
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (q in 0..100)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+# -- arrivals ------------------------------------------------------------------------------
+
+
+class Arrivals:
+    """Sequence numbers with their arrival times, appended by one thread, read by another."""
+
+    def __init__(self) -> None:
+        self.seqs = array("q")
+        self.times = array("d")
+        self._lock = threading.Lock()
+        self.cursor = 0  # records before this belong to earlier runs
+
+    def add(self, seqs: Sequence[int], t: float) -> None:
+        with self._lock:
+            self.seqs.extend(seqs)
+            self.times.extend([t] * len(seqs))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.seqs) - self.cursor
+
+    def last_time(self) -> float:
+        with self._lock:
+            return self.times[-1] if self.times else 0.0
+
+    def take(self, first: int, n: int) -> dict[str, Any]:
+        """The records since the cursor, checked against ``first .. first+n-1``."""
+        with self._lock:
+            seqs = self.seqs[self.cursor :]
+            times = self.times[self.cursor :]
+            self.cursor = len(self.seqs)
+        expected = array("q", range(first, first + n))
+        if seqs == expected:
+            return {"ok": True, "received": n, "lost": 0, "extra": 0, "times": times}
+        arrival: dict[int, float] = {}
+        extra = 0
+        for s, t in zip(seqs, times, strict=True):
+            if first <= s < first + n and s not in arrival:
+                arrival[s] = t
+            else:
+                extra += 1
+        in_range = [s for s in seqs if first <= s < first + n]
+        return {
+            "ok": False,
+            "received": len(arrival),
+            "lost": n - len(arrival),
+            "extra": extra,
+            "in_order": in_range == sorted(set(in_range)),
+            "arrival": arrival,
+        }
+
+
+# -- the meter -----------------------------------------------------------------------------
+
+
+class Meter:
+    """The meter: the master side of a pty whose slave the uart opens via ``link``."""
+
+    def __init__(self, link: Path) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.symlink(os.ttyname(self.slave), link)
+        self.down = Arrivals()
+        self.down_bad = 0
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    def write_all(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.master, view)
+            view = view[n:]
+
+    def start_reader(self) -> None:
+        """Read what the gateway writes to the meter: 0x2100 frames of downlink records."""
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name="meter-reader", daemon=True)
+            self._reader.start()
+
+    def _read(self) -> None:
+        deframer = rfc1662.Deframer()
+        partial = b""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], HES_SELECT_S)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            t = time.perf_counter()
+            seqs: list[int] = []
+            for raw in deframer.feed(data):
+                frame = rfc1662.decode(raw)
+                if frame.protocol != rfc1662.PROTO_TRANSPARENT:
+                    self.down_bad += 1
+                    continue
+                buf = partial + frame.info
+                whole = len(buf) - len(buf) % DOWN_BYTES
+                for magic, seq in _DOWN.iter_unpack(buf[:whole]):
+                    if magic == DOWN_MAGIC:
+                        seqs.append(seq)
+                    else:
+                        self.down_bad += 1
+                partial = buf[whole:]
+            if seqs:
+                self.down.add(seqs, t)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(1)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+# -- the head-end system ---------------------------------------------------------------------
+
+
+class Hes:
+    """The HES: a TCP server on 127.0.0.1 that stamps every payload it reads."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self.up = Arrivals()
+        self.connections = 0
+        self.data_conn: socket.socket | None = None
+        self._partial: dict[socket.socket, bytes] = {}
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="hes", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self.server, *self._conns], [], [], HES_SELECT_S)
+            except (OSError, ValueError):
+                return
+            for s in ready:
+                if s is self.server:
+                    conn, _ = self.server.accept()
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._conns.append(conn)
+                    self._partial[conn] = b""
+                    self.connections += 1
+                    continue
+                try:
+                    data = s.recv(1 << 20)
+                except OSError:
+                    data = b""
+                t = time.perf_counter()
+                if not data:
+                    self._conns.remove(s)
+                    self._partial.pop(s, None)
+                    if s is self.data_conn:
+                        self.data_conn = None
+                    s.close()
+                    continue
+                self.data_conn = s
+                buf = self._partial[s] + data
+                whole = len(buf) - len(buf) % INFO_BYTES
+                if whole:
+                    self.up.add([r[0] for r in struct.iter_unpack(_UP_RECORDS, buf[:whole])], t)
+                self._partial[s] = buf[whole:]
+
+    def send(self, data: bytes) -> None:
+        conn = self.data_conn
+        if conn is None:
+            raise StackError("the gateway is not connected to the HES")
+        conn.sendall(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        for c in self._conns:
+            c.close()
+        self.server.close()
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+class Registry:
+    """The broker's registry (services, counters, pool), read from the event bus."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, bus.T_REGISTRY.encode())
+        self.sub.connect(bus.endpoint({"transport": "ipc"}, run_dir, bus.EVENTS_OUT))
+        self.latest: dict[str, Any] | None = None
+        self.latest_ts = 0.0
+
+    def poll(self, timeout: float) -> dict[str, Any] | None:
+        """Take what has arrived (waiting up to ``timeout`` for something); the newest."""
+        wait_ms = int(timeout * 1000)
+        while self.sub.poll(wait_ms):
+            wait_ms = 0
+            parts = self.sub.recv_multipart()
+            try:
+                env = bus.decode(parts[-1])
+            except bus.EnvelopeError:
+                continue
+            if isinstance(env.data, dict):
+                self.latest, self.latest_ts = env.data, env.ts
+        return self.latest
+
+    def fresh(self, after: float, timeout: float) -> dict[str, Any]:
+        """A registry published after wall-clock time ``after``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+            if self.latest is not None and self.latest_ts >= after:
+                return self.latest
+            if time.monotonic() > deadline:
+                raise StackError(f"no registry from the broker within {timeout}s")
+
+    def close(self) -> None:
+        self.sub.close(linger=0)
+        self.ctx.term()
+
+
+def pool_workers(reg: dict[str, Any] | None) -> int:
+    if not reg:
+        return -1
+    return int(reg.get("broker", {}).get("pool", {}).get("workers", -1))
+
+
+def services_up(reg: dict[str, Any] | None) -> set[str]:
+    if not reg:
+        return set()
+    return {s.get("name", "") for s in reg.get("services", [])}
+
+
+def counters(reg: dict[str, Any]) -> dict[str, int]:
+    """Every counter in a registry, as ``broker.<name>`` and ``<service>.<name>``."""
+    out: dict[str, int] = {}
+    for name, value in reg.get("broker", {}).get("counters", {}).items():
+        out[f"broker.{name}"] = int(value)
+    for entry in reg.get("services", []):
+        svc = entry.get("name", "?")
+        for name, value in (entry.get("counters") or {}).items():
+            if isinstance(value, int):
+                key = f"{svc}.{name}"
+                out[key] = out.get(key, 0) + value
+    return out
+
+
+def losses(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Counters of drops, spooling and errors that moved between two registries."""
+    words = ("drop", "error", "bad", "spool.appended", "stale", "truncated", "garbage")
+    out: dict[str, int] = {}
+    for key, value in after.items():
+        if any(w in key for w in words):
+            delta = value - before.get(key, 0)
+            if delta:
+                out[key] = delta
+    return out
+
+
+# -- the stack ----------------------------------------------------------------------------------
+
+
+def bench_config(run_dir: str, hes_port: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults everywhere except where the meter and the HES are; then ``overrides``."""
+    cfg: dict[str, Any] = {
+        "UART": {"port": f"{run_dir}/meter.tty"},
+        "TCP_SERVER": {"host": "127.0.0.1", "port": hes_port},
+        "DEVICE": {"name": "meterlink-bench", "meter_sn": "BENCH0001"},
+    }
+    for dotted, value in overrides.items():
+        node = cfg
+        *path, last = dotted.split(".")
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return cfg
+
+
+class BenchStack:
+    """The gateway's programs started directly, the meter pty and the HES."""
+
+    SERVICES = ("broker", "uart", "client", "watchdog")
+
+    def __init__(self, workers: int, overrides: dict[str, Any] | None = None) -> None:
+        self.run_dir = tempfile.mkdtemp(prefix="mlb-", dir="/tmp")
+        os.chmod(self.run_dir, 0o700)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+        self.meter = Meter(Path(self.run_dir) / "meter.tty")
+        self.hes = Hes()
+        self.config = bench_config(self.run_dir, self.hes.port, overrides or {})
+        self.config_path = Path(self.run_dir) / "bench.json"
+        self.config_path.write_text(json.dumps(self.config, indent=1))
+        self.registry: Registry | None = None
+        self.next_seq = 0
+        self.next_down = 0
+        try:
+            self._start(workers)
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, StackError):
+                raise StackError(f"{exc}\n(the stack's logs are in {self.run_dir})") from None
+            raise
+
+    # -- processes --------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            METERLINK_CONFIG=str(self.config_path),
+            METERLINK_RUN_DIR=self.run_dir,
+            PYTHONPATH=str(ROOT),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _spawn(self, label: str, module: str) -> None:
+        log = Path(self.run_dir) / f"{label}.log"
+        with log.open("wb") as out:
+            self.procs[label] = subprocess.Popen(
+                [sys.executable, "-m", module],
+                cwd=ROOT,
+                env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.logs[label] = log
+
+    def _start(self, workers: int) -> None:
+        self._spawn("broker", "services.broker")
+        for _ in range(workers):
+            self._add_worker()
+        for name in ("uart", "client", "watchdog"):
+            self._spawn(name, f"services.{name}")
+        self.registry = Registry(self.run_dir)
+        self._wait(
+            lambda: (
+                {"uart", "client", "watchdog"} <= services_up(self.registry_poll())
+                and pool_workers(self.registry.latest if self.registry else None) == workers
+            ),
+            START_TIMEOUT_S,
+            f"the broker to list uart, client, watchdog and {workers} resolver workers",
+        )
+        self.warm_up()
+
+    def _add_worker(self) -> str:
+        n = 1
+        while f"resolver-{n}" in self.procs:
+            n += 1
+        label = f"resolver-{n}"
+        self._spawn(label, "services.resolver")
+        return label
+
+    def workers(self) -> list[str]:
+        return [k for k in self.procs if k.startswith("resolver-")]
+
+    def set_workers(self, n: int) -> None:
+        """Start or stop resolver workers until ``n`` run and the broker knows it."""
+        while len(self.workers()) < n:
+            self._add_worker()
+        while len(self.workers()) > n:
+            self._stop_proc(max(self.workers(), key=lambda w: int(w.split("-")[1])))
+        self._wait(
+            lambda: pool_workers(self.registry_poll()) == n,
+            WORKERS_TIMEOUT_S,
+            f"the broker to count {n} resolver workers",
+        )
+
+    def _stop_proc(self, label: str) -> None:
+        proc = self.procs.pop(label)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_WAIT_S)
+
+    def pids(self) -> dict[str, int]:
+        return {label: p.pid for label, p in self.procs.items()}
+
+    def check_alive(self) -> None:
+        for label, proc in self.procs.items():
+            rc = proc.poll()
+            if rc is not None:
+                raise StackError(
+                    f"{label} exited with status {rc}\n--- {label} log (tail) ---\n"
+                    + self.log_tail(label)
+                )
+
+    def log_tail(self, label: str, lines: int = 15) -> str:
+        try:
+            text = self.logs[label].read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def registry_poll(self) -> dict[str, Any] | None:
+        assert self.registry is not None
+        return self.registry.poll(0)
+
+    def _wait(self, pred: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            value = pred()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise StackError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(READY_POLL_S)
+
+    def warm_up(self) -> None:
+        """Write single frames until payloads come through to the HES, then start clean.
+
+        Frames written before the uart opened the port are lost (opening flushes
+        the input), so only the first arrival is waited for, then quiet.
+        """
+        deadline = time.monotonic() + START_TIMEOUT_S
+        next_write = 0.0
+        first = self.next_seq
+        while self.hes.up.count() == 0:
+            self.check_alive()
+            now = time.monotonic()
+            if now > deadline:
+                raise StackError(
+                    f"no payload reached the HES within {START_TIMEOUT_S:g}s "
+                    f"(HES connections: {self.hes.connections})\n--- uart log (tail) ---\n"
+                    + self.log_tail("uart")
+                    + "\n--- client log (tail) ---\n"
+                    + self.log_tail("client")
+                )
+            if now >= next_write:
+                self.meter.write_all(uplink_frame(self.next_seq))
+                self.next_seq += 1
+                next_write = now + WARMUP_EVERY_S
+            time.sleep(READY_POLL_S)
+        seen, quiet_since = -1, time.monotonic()
+        while time.monotonic() - quiet_since < WARMUP_QUIET_S:
+            count = self.hes.up.count()
+            if count != seen:
+                seen, quiet_since = count, time.monotonic()
+            if count >= self.next_seq - first:
+                break
+            time.sleep(READY_POLL_S)
+        time.sleep(SETTLE_S)
+        self.hes.up.take(first, self.next_seq - first)
+
+    def close(self) -> None:
+        for label in list(self.procs):
+            proc = self.procs[label]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_WAIT_S)
+        if self.registry is not None:
+            self.registry.close()
+        self.hes.close()
+        self.meter.close()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- waiting for arrivals ----------------------------------------------------
+
+    def _await(self, arrivals: Arrivals, n: int, what: str) -> None:
+        """Wait until ``n`` records arrived, failing if they stop coming for STALL_S."""
+        last_count = -1
+        last_change = time.monotonic()
+        while True:
+            count = arrivals.count()
+            if count >= n:
+                break
+            now = time.monotonic()
+            if count != last_count:
+                last_count, last_change = count, now
+            elif now - last_change > STALL_S:
+                self.check_alive()
+                return  # take() reports what is missing
+            time.sleep(POLL_S)
+        time.sleep(SETTLE_S)
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def _latency_summary(lat_s: list[float]) -> dict[str, float]:
+    lat = sorted(x * 1000 for x in lat_s)
+    return {
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": lat[-1] if lat else math.nan,
+    }
+
+
+def _latencies(result: dict[str, Any], first: int, written: array[float]) -> list[float]:
+    if result["ok"]:
+        return [a - w for a, w in zip(result["times"], written, strict=True)]
+    arrival = result["arrival"]
+    return [arrival[first + i] - w for i, w in enumerate(written) if first + i in arrival]
+
+
+def _paced(count: int, rate: float, write: Callable[[int], None]) -> array[float]:
+    """Call ``write(i)`` on a schedule of ``rate`` per second; return the write times."""
+    times = array("d", bytes(8 * count))
+    period = 1.0 / rate
+    perf = time.perf_counter
+    sleep = time.sleep
+    t0 = perf() + 0.005
+    for i in range(count):
+        delay = t0 + i * period - perf()
+        if delay > 0:
+            sleep(delay)
+        times[i] = perf()
+        write(i)
+    return times
+
+
+def latency_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any]:
+    """Uplink latency at a paced ``rate``: pty write -> HES read, per frame."""
+    n = max(1, int(rate * seconds))
+    first = stack.next_seq
+    stack.next_seq += n
+    frames = [uplink_frame(first + i) for i in range(n)]
+    fd = stack.meter.master
+    written = _paced(n, rate, lambda i: os.write(fd, frames[i]))
+    achieved = (n - 1) / (written[-1] - written[0]) if n > 1 else rate
+    stack._await(stack.hes.up, n, "uplink payloads")
+    result = stack.hes.up.take(first, n)
+    out: dict[str, Any] = {
+        "frames": n,
+        "rate": rate,
+        "achieved_rate": achieved,
+        "valid": result["ok"],
+        "lost": result["lost"],
+        "extra": result["extra"],
+    }
+    out.update(_latency_summary(_latencies(result, first, written)))
+    return out
+
+
+def throughput_run(stack: BenchStack, n: int, cpu: bool = False) -> dict[str, Any]:
+    """A burst of ``n`` frames as fast as the pty takes them; first write -> last arrival.
+
+    With ``cpu``, the result has ``cpu``: each process's CPU over the burst (% of a core).
+    """
+    first = stack.next_seq
+    stack.next_seq += n
+    stream = b"".join(uplink_frame(first + i) for i in range(n))
+    window = footprint.CpuWindow(stack.pids()) if cpu else None
+    started = time.perf_counter()
+    stack.meter.write_all(stream)
+    written = time.perf_counter()
+    stack._await(stack.hes.up, n, "uplink payloads")
+    last = stack.hes.up.last_time()
+    usage = window.stop() if window is not None else None
+    result = stack.hes.up.take(first, n)
+    elapsed = last - started
+    out: dict[str, Any] = {
+        "frames": n,
+        "valid": result["ok"],
+        "lost": result["lost"],
+        "extra": result["extra"],
+        "write_s": written - started,
+        "elapsed_s": elapsed,
+        "frames_per_s": n / elapsed if result["ok"] and elapsed > 0 else math.nan,
+    }
+    if not result["ok"]:
+        out["in_order"] = result["in_order"]
+    if window is not None and usage is not None:
+        out["cpu"] = usage
+        out["cpu_us_per_frame"] = {k: 1e6 * v / n for k, v in window.seconds.items()}
+    return out
+
+
+def downlink_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any]:
+    """Downlink latency at a paced ``rate``: HES socket write -> meter pty read."""
+    stack.meter.start_reader()
+    n = max(1, int(rate * seconds))
+    first = stack.next_down
+    stack.next_down += n
+    records = [_DOWN.pack(DOWN_MAGIC, first + i) for i in range(n)]
+    written = _paced(n, rate, lambda i: stack.hes.send(records[i]))
+    stack._await(stack.meter.down, n, "downlink records")
+    result = stack.meter.down.take(first, n)
+    out: dict[str, Any] = {
+        "frames": n,
+        "rate": rate,
+        "valid": result["ok"],
+        "lost": result["lost"],
+        "extra": result["extra"],
+        "bad": stack.meter.down_bad,
+    }
+    out.update(_latency_summary(_latencies(result, first, written)))
+    return out
