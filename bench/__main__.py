@@ -40,6 +40,7 @@ import msgpack
 import zmq
 
 from bench import bare, codec, footprint, pipeline
+from common import bus
 
 #: A 921,600-baud line carries 92,160 bytes/s (10 bits per byte): 1,440 64-byte frames/s.
 LINE_BAUD = 921_600
@@ -58,6 +59,7 @@ class Plan:
     lat_slow_s: float
     lat_fast_s: float
     down_s: float
+    breakdown_s: float
     workers: tuple[int, ...]
     tp_warm: int
     tp_target_s: float
@@ -72,12 +74,14 @@ FULL = Plan(
     lat_slow_s=5.0,
     lat_fast_s=10.0,
     down_s=5.0,
+    breakdown_s=5.0,
     workers=(1, 2, 4),
     tp_warm=10_000,
     tp_target_s=3.0,
     tp_min=20_000,
-    # Under the broker's pool backlog bound (200,000 frames): a burst is never dropped.
-    tp_max=150_000,
+    # Under the broker's pool backlog bound (200,000 frames), so that however far the
+    # workers fall behind the uart, no frame of a burst is dropped for want of room.
+    tp_max=bus.POOL_BACKLOG_MAX * 95 // 100,
 )
 QUICK = Plan(
     runs=1,
@@ -86,6 +90,7 @@ QUICK = Plan(
     lat_slow_s=0.5,
     lat_fast_s=1.0,
     down_s=0.5,
+    breakdown_s=0.5,
     workers=(1, 2),
     tp_warm=500,
     tp_target_s=0.3,
@@ -247,6 +252,12 @@ def _run_stack(stack: pipeline.BenchStack, plan: Plan) -> dict[str, Any]:
         down.append(pipeline.downlink_run(stack, 100, plan.down_s))
         progress(f"downlink at 100 frames/s, run {r + 1}/{plan.runs}: {_lat_text(down[-1])}")
 
+    breakdown = pipeline.breakdown_run(stack, 1000, plan.breakdown_s)
+    progress(
+        "where the latency goes at 1,000 frames/s (p50 ms): "
+        + ", ".join(f"{h} {breakdown[h]['p50_ms']:.3f}" for h in (*pipeline.HOPS, "total"))
+    )
+
     throughput: dict[str, Any] = {}
     order = sorted(plan.workers, key=lambda w: (w != DEFAULT_WORKERS, w))
     for workers in order:
@@ -259,6 +270,7 @@ def _run_stack(stack: pipeline.BenchStack, plan: Plan) -> dict[str, Any]:
 
     out["latency"] = {"100": _lat_block(slow), "1000": _lat_block(fast)}
     out["downlink"] = {"100": _lat_block(down)}
+    out["breakdown"] = {"1000": breakdown}
     out["throughput"] = {k: throughput[k] for k in sorted(throughput, key=int)}
     out["cpu"] = {"idle": _cpu_block(idle), "1000": _cpu_block(busy)}
     out["memory"] = _mem_block(mem)
@@ -439,6 +451,24 @@ def rows(result: dict[str, Any]) -> list[tuple[str, list[Row]]]:
                 )
             )
     sections.append(("added latency, pty <-> HES socket (ms)", lat))
+    hops: list[Row] = []
+    for rate, block in stack.get("breakdown", {}).items():
+        for hop in (*pipeline.HOPS, "total"):
+            hops.append(
+                Row(
+                    hop,
+                    {"median": block[hop]["p50_ms"], "min": math.nan, "max": math.nan},
+                    ".3f",
+                    note=f"p90 {block[hop]['p90_ms']:.3f}"
+                    + (f"; {block['traced']:,} frames traced" if hop == "total" else ""),
+                )
+            )
+        sections.append(
+            (
+                f"where the uplink latency goes @{int(rate):,}/s, p50 (ms; one run, tap attached)",
+                hops,
+            )
+        )
 
     tp: list[Row] = []
     bare_out = result.get("bare", {}).get("throughput", {})

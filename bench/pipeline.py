@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import zmq
 
 from bench import footprint
@@ -76,6 +77,8 @@ POLL_S = 0.02
 SETTLE_S = 0.05
 #: The HES thread's select timeout (bounds how late it sees a stop).
 HES_SELECT_S = 0.1
+#: Time for a tap subscription to reach the broker, and for the last mirrors to arrive.
+TAP_SETTLE_S = 0.5
 #: How long a stopped process gets before SIGKILL.
 STOP_WAIT_S = 3.0
 #: How often readiness conditions are polled.
@@ -393,8 +396,6 @@ def bench_config(run_dir: str, hes_port: int, overrides: dict[str, Any]) -> dict
 class BenchStack:
     """The gateway's programs started directly, the meter pty and the HES."""
 
-    SERVICES = ("broker", "uart", "client", "watchdog")
-
     def __init__(self, workers: int, overrides: dict[str, Any] | None = None) -> None:
         self.run_dir = tempfile.mkdtemp(prefix="mlb-", dir="/tmp")
         os.chmod(self.run_dir, 0o700)
@@ -583,7 +584,7 @@ class BenchStack:
 
     # -- waiting for arrivals ----------------------------------------------------
 
-    def _await(self, arrivals: Arrivals, n: int, what: str) -> None:
+    def wait_arrivals(self, arrivals: Arrivals, n: int) -> None:
         """Wait until ``n`` records arrived, failing if they stop coming for STALL_S."""
         last_count = -1
         last_change = time.monotonic()
@@ -645,7 +646,7 @@ def latency_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any
     fd = stack.meter.master
     written = _paced(n, rate, lambda i: os.write(fd, frames[i]))
     achieved = (n - 1) / (written[-1] - written[0]) if n > 1 else rate
-    stack._await(stack.hes.up, n, "uplink payloads")
+    stack.wait_arrivals(stack.hes.up, n)
     result = stack.hes.up.take(first, n)
     out: dict[str, Any] = {
         "frames": n,
@@ -671,7 +672,7 @@ def throughput_run(stack: BenchStack, n: int, cpu: bool = False) -> dict[str, An
     started = time.perf_counter()
     stack.meter.write_all(stream)
     written = time.perf_counter()
-    stack._await(stack.hes.up, n, "uplink payloads")
+    stack.wait_arrivals(stack.hes.up, n)
     last = stack.hes.up.last_time()
     usage = window.stop() if window is not None else None
     result = stack.hes.up.take(first, n)
@@ -701,7 +702,7 @@ def downlink_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
     stack.next_down += n
     records = [_DOWN.pack(DOWN_MAGIC, first + i) for i in range(n)]
     written = _paced(n, rate, lambda i: stack.hes.send(records[i]))
-    stack._await(stack.meter.down, n, "downlink records")
+    stack.wait_arrivals(stack.meter.down, n)
     result = stack.meter.down.take(first, n)
     out: dict[str, Any] = {
         "frames": n,
@@ -712,4 +713,98 @@ def downlink_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
         "bad": stack.meter.down_bad,
     }
     out.update(_latency_summary(_latencies(result, first, written)))
+    return out
+
+
+#: Hops of the uplink, in order, as ``breakdown_run`` names them.
+HOPS = (
+    "pty write -> uart sends",
+    "uart sends -> broker has it",
+    "broker has it -> worker's result",
+    "worker's result -> broker releases",
+    "broker releases -> HES reads",
+)
+
+
+def breakdown_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any]:
+    """Where the uplink latency goes, hop by hop, at a paced ``rate``.
+
+    A tap subscription makes the broker mirror what it routes, with its own
+    receive/release time; the envelopes carry the uart's and the worker's send
+    times. All are wall-clock times on one machine, so the hops line up with
+    the driver's write and the HES's read. The tap costs the broker a little,
+    so this run's total is a little above the plain latency runs.
+    """
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, bus.T_TAP.encode())
+    sub.connect(bus.endpoint({"transport": "ipc"}, stack.run_dir, bus.EVENTS_OUT))
+    seen: dict[str, dict[int, float]] = {k: {} for k in ("uart", "in", "worker", "out")}
+    stop = threading.Event()
+
+    def watch() -> None:  # the only user of ``sub``
+        while not stop.is_set():
+            if not sub.poll(int(HES_SELECT_S * 1000)):
+                continue
+            parts = sub.recv_multipart()
+            try:
+                _src, dst, t, raw = msgpack.unpackb(parts[-1])
+                env = bus.decode(raw)
+            except (ValueError, TypeError, bus.EnvelopeError):
+                continue
+            if env.op == bus.OP_FRAMES and isinstance(env.data, list):
+                for f in env.data:
+                    seq = _UP.unpack_from(f, 8)[0]
+                    seen["uart"][seq], seen["in"][seq] = env.ts, t
+            elif env.op == bus.OP_SEND and dst == bus.CLIENT and isinstance(env.data, list):
+                for p in env.data:
+                    seq = _UP.unpack_from(p, 0)[0]
+                    seen["worker"][seq], seen["out"][seq] = env.ts, t
+
+    watcher = threading.Thread(target=watch, name="tap", daemon=True)
+    watcher.start()
+    try:
+        # Wait until the broker has seen the subscription (it logs "tap attached").
+        time.sleep(TAP_SETTLE_S)
+        offset = time.time() - time.perf_counter()  # perf_counter -> wall clock
+        n = max(1, int(rate * seconds))
+        first = stack.next_seq
+        stack.next_seq += n
+        frames = [uplink_frame(first + i) for i in range(n)]
+        fd = stack.meter.master
+        written = _paced(n, rate, lambda i: os.write(fd, frames[i]))
+        stack.wait_arrivals(stack.hes.up, n)
+        result = stack.hes.up.take(first, n)
+        time.sleep(TAP_SETTLE_S)
+    finally:
+        stop.set()
+        watcher.join(1)
+        sub.close(linger=0)
+        ctx.term()
+    arrival = (
+        dict(zip(range(first, first + n), result["times"], strict=True))
+        if result["ok"]
+        else result["arrival"]
+    )
+    hops: dict[str, list[float]] = {h: [] for h in (*HOPS, "total")}
+    for i in range(n):
+        seq = first + i
+        if seq not in arrival or not all(seq in d for d in seen.values()):
+            continue
+        times = (
+            written[i] + offset,
+            seen["uart"][seq],
+            seen["in"][seq],
+            seen["worker"][seq],
+            seen["out"][seq],
+            arrival[seq] + offset,
+        )
+        for name, a, b in zip(HOPS, times, times[1:], strict=False):
+            hops[name].append((b - a) * 1000)
+        hops["total"].append((times[-1] - times[0]) * 1000)
+    out: dict[str, Any] = {"frames": n, "traced": len(hops["total"]), "valid": result["ok"]}
+    for name, values in hops.items():
+        values.sort()
+        out[name] = {"p50_ms": percentile(values, 50), "p90_ms": percentile(values, 90)}
     return out

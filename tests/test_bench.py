@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +44,9 @@ def test_quick_bench_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
         assert block["valid"], block
         assert 0 < block["p50_ms"]["median"] <= block["p99_ms"]["median"] < 1000
     assert stack["downlink"]["100"]["valid"]
+    hops = stack["breakdown"]["1000"]
+    assert hops["traced"] > 0
+    assert all(hops[h]["p50_ms"] > 0 for h in pipeline.HOPS)
     assert 0 < stack["downlink"]["100"]["p50_ms"]["median"] < 1000
     for workers in ("1", "2"):
         tp = stack["throughput"][workers]
@@ -82,6 +87,9 @@ def test_bench_exits_nonzero_with_a_clear_message_when_the_stack_cannot_start(
     assert "exited with status 2" in proc.stderr
     assert "no_such_key" in proc.stderr  # the process's own complaint, from its log
     assert not (tmp_path / "b.json").exists()
+    kept = re.search(r"the stack's logs are in (/tmp/mlb-\w+)", proc.stderr)
+    assert kept, proc.stderr
+    shutil.rmtree(kept.group(1))
 
 
 def test_a_run_is_valid_only_if_every_payload_arrived_once_and_in_order() -> None:
