@@ -2,11 +2,14 @@
 
 Uplink: ``send`` messages carry a list of payloads (from the resolver workers,
 already in meter order); they go to the HES as a byte stream, in order. While
-the link is up and nothing waits in the spool they are handed straight to the
-connection; otherwise (link down, spool not empty, or too much already in
-flight) they are appended to a durable spool (``common.spool``, SQLite in the
-run directory), which drains in order once the link is back, so order holds
-across outages and restarts. What the spool's bounds drop is counted and logged.
+the link is up, nothing waits in the spool and less than ``DIRECT_MAX_BYTES``
+is unacknowledged, they are handed straight to the connection (no fsync on
+the way); otherwise they are appended to a durable spool (``common.spool``,
+SQLite in the run directory), which drains in order once the link is back, so
+order holds across outages and restarts. Appends are fsynced, so while more
+messages wait in the inbox up to ``SPOOL_BATCH_MAX_BYTES`` are gathered into
+one transaction: a burst costs one fsync, not one per message. What the
+spool's bounds drop is counted and logged.
 
 Downlink: every chunk read from the HES is wrapped in 0x2100/0xBF frames of at
 most ``UART.max_info`` info bytes and written to the meter (``uart.write``).
@@ -25,25 +28,62 @@ everything else (spool, counters, events) and never waits on the socket:
   under a lock and wakes the thread; it refuses (returns False) if connection
   ``gen`` is no longer the live one.
 - thread -> loop: downlink data, and a coalesced wake-up, through a
-  ``ThreadInbox``; the truth (connection generation, up/down, payloads written
-  so far) is read under the lock with ``snapshot()`` on each wake-up and every
-  ``SYNC_INTERVAL``, so a dropped wake-up only delays, never loses, a change.
+  ``ThreadInbox``; the truth (connection generation, up/down, payloads
+  acknowledged so far) is read under the lock with ``snapshot()`` on each
+  wake-up and every ``SYNC_INTERVAL``, so a dropped wake-up only delays,
+  never loses, a change.
 
-The loop keeps what it handed over in ``inflight`` until the thread reports it
-written. When a connection dies, what was not written is discarded by the
-thread: spooled payloads are still in the spool (they are acknowledged only
-once written) and are sent again; direct payloads go back to the front of the
-spool. Delivery is at least once: a payload cut by a dying connection is sent
-whole again on the next. Payloads in flight that were never spooled are lost
-if the process is SIGKILLed; everything the spool accepted is not.
+Delivered means acknowledged by the HES's TCP stack, not written: a write
+only puts bytes in the kernel's send buffer, which a reset or a vanished HES
+throws away. The thread records, for each write, the stream position its
+payloads end at, and asks the kernel how far the peer has acknowledged
+(``AckMeter``): after every write, then every ``ACK_POLL_MIN_S`` doubling to
+``ACK_POLL_MAX_S`` while something is unacknowledged (ACKs wake nothing up).
+Plain TCP: bytes written minus SIOCOUTQ (bytes not yet acknowledged). TLS,
+where SIOCOUTQ counts record bytes the plaintext cannot be mapped to: raw
+positions from SIOCOUTQ and TCP_INFO's ``tcpi_bytes_acked``, rounded so a
+payload is confirmed late, never early. Only then does the loop count a
+payload (``uplink.payloads``) and remove it from the spool; until then it
+stays in ``inflight``. SO_SNDBUF is fixed at ``SNDBUF_BYTES`` and at most
+``INFLIGHT_MAX_BYTES`` of payloads are handed over and unacknowledged, so
+what a dying link leaves in doubt stays bounded. When a connection ends the
+thread looks at the ACKs once more (the kernel keeps them after a reset);
+everything still unacknowledged is sent again, in order, on the next one:
+spooled payloads are still in the spool, direct ones go back to its front.
+
+Delivery is at least once. The HES may see a payload twice when its TCP
+received it but the ACK had not reached the client when the link died (at
+most the unacknowledged window; such payloads are counted in
+``uplink.unacked_resent``), and a payload cut mid-write is sent whole again.
+A TCP ACK means the HES's kernel has the bytes, not that its application read
+them: an HES that crashes or resets with unread data in its receive buffer
+loses that data, and only an application-level acknowledgement, which the HES
+protocol does not have, could close that gap.
+
+Stopping and crashing. On SIGTERM the thread waits up to ``STOP_ACK_WAIT_S``
+for outstanding ACKs, then direct payloads still unacknowledged go to the
+spool and are sent again after the restart (the kernel may still deliver the
+old copies: duplicates). SIGKILL, or a crash, loses exactly what only this
+process's memory holds: the direct payloads not yet acknowledged (at most
+``DIRECT_MAX_BYTES``; beyond that everything goes through the spool) and,
+during a burst, the payloads gathered for the next spool transaction (less
+than ``SPOOL_BATCH_MAX_BYTES``). Of the direct ones, those already written
+usually still arrive, because the kernel goes on sending a dead process's
+socket buffer, unless unread downlink data turns the close into a reset or
+the link fails; a power cut loses them all. Everything the spool accepted
+survives (each append is fsynced); spool acks are not fsynced, so after a
+power cut some delivered payloads are sent again. Payloads still queued on
+the bus toward the client are beyond its reach.
 
 Events: ``link.up`` / ``link.down`` (with ``reason``) on each change;
 ``link.status`` (state: ``up``, ``host``, ``port``, ``tls``, ``since``,
-``spool_depth``, ``spool_bytes``, ``inflight``, ``reconnects``,
-``last_error``) on each change, again one tick later, and every
-``STATUS_INTERVAL``. The heartbeat carries the same under ``link``.
+``spool_depth``, ``spool_bytes``, ``inflight`` (handed to the connection,
+not acknowledged), ``reconnects``, ``last_error``) on each change, again one
+tick later, and every ``STATUS_INTERVAL``. The heartbeat carries the same under ``link``.
 
-Counters: ``uplink.payloads``/``uplink.bytes`` (written to the HES),
+Counters: ``uplink.payloads``/``uplink.bytes`` (acknowledged by the HES's
+TCP), ``uplink.unacked_resent`` (written, not acknowledged when their link
+ended, so sent again: the HES may have them twice),
 ``downlink.chunks``/``bytes``/``frames``, ``tcp.bytes_up``/``bytes_down``
 (everything, registration and heartbeats included), ``hes.registrations``,
 ``hes.heartbeats``, ``link.connects``/``reconnects``/``connect_failed``/
@@ -56,6 +96,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import fcntl
 import itertools
 import logging
 import os
@@ -64,11 +105,15 @@ import select
 import socket
 import ssl
 import string
+import struct
 import sys
+import termios
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import zmq
 
 from common import bus, rfc1662
 from common.config import ConfigError, load_or_exit
@@ -80,7 +125,13 @@ log = logging.getLogger("meterlink.client")
 SPOOL_FILE = "client-spool.sqlite3"  # in the run directory
 RECV_SIZE = 65536  # bytes per read from the HES
 WRITE_CHUNK = 65536  # bytes per write to the HES
-INFLIGHT_MAX_BYTES = 256 * 1024  # handed to the connection and not yet written
+SNDBUF_BYTES = 128 * 1024  # SO_SNDBUF (the kernel doubles it): bounds the unacknowledged window
+INFLIGHT_MAX_BYTES = 256 * 1024  # handed to the connection and not yet acknowledged
+DIRECT_MAX_BYTES = 64 * 1024  # unacknowledged and not in the spool (lost on SIGKILL)
+SPOOL_BATCH_MAX_BYTES = 64 * 1024  # gathered for one spool transaction (lost on SIGKILL)
+ACK_POLL_MIN_S = 0.005  # first look at the ACKs after a write ...
+ACK_POLL_MAX_S = 0.1  # ... then doubling up to this while nothing moves
+STOP_ACK_WAIT_S = 0.2  # on stop, how long the thread waits for data in flight to be acknowledged
 DRAIN_BATCH = 256  # spool entries read per step while draining
 DOWNLINK_HWM = 1000  # downlink chunks the thread may queue for the loop
 SYNC_INTERVAL = 0.25  # seconds: loop reconciles with the thread at least this often
@@ -90,6 +141,9 @@ IDLE_SELECT_S = 1.0  # longest the thread waits in select with nothing due
 STABLE_LINK_S = 10.0  # a link up this long resets the reconnect backoff
 RECONNECT_FLOOR_S = 0.05  # never retry faster than this, whatever the config says
 KEEPALIVE_PROBES = 3  # TCP_KEEPCNT; TCP_KEEPINTVL is keep_alive / this
+SIOCOUTQ = termios.TIOCOUTQ  # Linux: bytes in the send queue not acknowledged by the peer
+TCP_INFO_LEN = 256  # bytes of struct tcp_info asked for
+TCPI_BYTES_ACKED = 120  # offset of __u64 tcpi_bytes_acked in struct tcp_info (Linux >= 4.1)
 STOP_JOIN_S = 0.5  # how long close() waits for the connection thread
 
 #: Names a text registration or heartbeat template may use.
@@ -243,6 +297,92 @@ class LinkStats:
     tcp_bytes_up: int = 0
     tcp_bytes_down: int = 0
     errors: int = 0
+    unacked_resent: int = 0  # payloads written, not acknowledged when their link ended
+
+
+def send_queue(sock: socket.socket) -> int:
+    """SIOCOUTQ: bytes written to ``sock`` that its peer has not acknowledged yet."""
+    buf = fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0" * 4)
+    return int(struct.unpack("i", buf)[0])
+
+
+def tcp_bytes_acked(sock: socket.socket) -> int | None:
+    """TCP_INFO's tcpi_bytes_acked (every byte of the connection the peer
+    acknowledged, TLS records included); None if the kernel does not report it."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+    if len(info) < TCPI_BYTES_ACKED + 8:
+        return None
+    return int(struct.unpack_from("Q", info, TCPI_BYTES_ACKED)[0])
+
+
+class AckMeter:
+    """How far the peer's TCP stack has acknowledged one connection's bytes.
+
+    The thread calls ``wrote(n)`` after each write, ``mark()`` for the
+    position a payload that write completed must reach, and ``acked()`` for
+    the position reached; a payload is acknowledged once ``acked() >= mark``.
+    Positions only compare with each other; their unit depends on the socket:
+
+    - plain TCP: bytes written. ``acked() = written - SIOCOUTQ``, exact.
+    - TLS: SIOCOUTQ counts record bytes (headers, MACs, handshake), which the
+      plaintext written says nothing of, so positions are raw TCP bytes.
+      ``acked()`` is TCP_INFO's ``tcpi_bytes_acked``; ``mark()`` is SIOCOUTQ
+      plus ``tcpi_bytes_acked``, read in that order: an ACK arriving between
+      the two reads can only put the mark past the true end (the payload is
+      confirmed late, never early), and an empty send queue, when everything
+      written is acknowledged, settles every mark handed out. OpenSSL (no
+      partial-write mode) has passed every record of a write to the kernel
+      when the write returns.
+    - TLS without ``tcpi_bytes_acked`` (kernels before 4.1, or ``tcp_info``
+      False): positions are plaintext bytes and all that was written counts
+      as acknowledged only when SIOCOUTQ reads 0.
+
+    Raises ``OSError`` if the socket cannot be asked.
+    """
+
+    def __init__(self, sock: socket.socket, tcp_info: bool = True) -> None:
+        self._sock = sock
+        self._written = 0
+        self._acked = 0
+        self._top = 0  # the furthest mark handed out
+        self.mode = "plain"
+        if isinstance(sock, ssl.SSLSocket):
+            ok = tcp_info and tcp_bytes_acked(sock) is not None
+            self.mode = "tls" if ok else "tls-drain"
+
+    def wrote(self, n: int) -> None:
+        self._written += n
+
+    def mark(self) -> int:
+        if self.mode == "tls":
+            outq = send_queue(self._sock)
+            self._top = max(self._top, outq + (tcp_bytes_acked(self._sock) or 0))
+            return self._top
+        return self._written
+
+    def acked(self) -> int:
+        if self.mode == "plain":
+            self._acked = self._written - send_queue(self._sock)
+        elif send_queue(self._sock) == 0:
+            self._acked = self._top if self.mode == "tls" else self._written
+        elif self.mode == "tls":
+            self._acked = tcp_bytes_acked(self._sock) or 0
+        return self._acked
+
+
+@dataclass
+class Flight:
+    """One connection's payloads written but not yet acknowledged (thread only)."""
+
+    meter: AckMeter
+    # (position to reach, payloads that reach with it), in write order
+    unacked: collections.deque[tuple[int, int]]
+    poll_every: float = ACK_POLL_MIN_S
+    next_poll: float = 0.0
+
+    @property
+    def payloads(self) -> int:
+        return sum(n for _, n in self.unacked)
 
 
 class Connection(threading.Thread):
@@ -260,7 +400,7 @@ class Connection(threading.Thread):
         # Shared under _lock:
         self._gen = 0
         self._up = False
-        self._written = 0  # payloads from submit() written to the socket, ever
+        self._acked = 0  # payloads from submit() the HES's TCP acknowledged, ever
         self._queue: collections.deque[bytes] = collections.deque()
         self._wake_pending = False
         self.last_error = ""
@@ -278,10 +418,10 @@ class Connection(threading.Thread):
         return True
 
     def snapshot(self) -> tuple[int, bool, int]:
-        """(generation, up, payloads written so far)."""
+        """(generation, up, payloads acknowledged so far)."""
         with self._lock:
             self._wake_pending = False
-            return self._gen, self._up, self._written
+            return self._gen, self._up, self._acked
 
     def stop(self) -> None:
         self._stopping.set()
@@ -333,6 +473,13 @@ class Connection(threading.Thread):
             return False
         if sock is None:
             return False  # stopping
+        try:
+            flight = Flight(AckMeter(sock), collections.deque())
+        except OSError as exc:
+            sock.close()
+            self.stats.connect_failed += 1
+            self._note_failure(f"tcp info: {exc.strerror or exc}", attempt, delay)
+            return False
         started = time.monotonic()
         with self._lock:
             self._gen += 1
@@ -343,11 +490,19 @@ class Connection(threading.Thread):
         self._notify()
         reason = "internal error"
         try:
-            self._serve(sock)
+            self._serve(sock, flight)
             reason = "stopping"
+            self._settle(flight)
         except LinkClosed as exc:
             reason = str(exc)
         finally:
+            # ACKs that came before the end still count (the kernel keeps
+            # snd_una after a reset), so fewer payloads are sent twice.
+            try:
+                self._poll_acks(flight)
+            except LinkClosed:
+                pass
+            self.stats.unacked_resent += flight.payloads
             with self._lock:
                 self._up = False
                 self._queue.clear()
@@ -414,6 +569,10 @@ class Connection(threading.Thread):
         for family, kind, proto, _, addr in infos:
             sock = socket.socket(family, kind, proto)
             try:
+                # A fixed send buffer (no autotuning to megabytes) keeps what
+                # the kernel holds unacknowledged, and so what a dying link
+                # makes us send again, bounded.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
                 sock.setblocking(False)
                 err = sock.connect_ex(addr)
                 if err not in (0, errno.EINPROGRESS):
@@ -505,7 +664,7 @@ class Connection(threading.Thread):
                 tls.close()
                 raise LinkClosed(f"tls: handshake timed out after {self.t.timeout}s")
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, flight: Flight) -> None:
         """Move bytes both ways until the link fails (LinkClosed) or stop()."""
         t = self.t
         is_tls = isinstance(sock, ssl.SSLSocket)
@@ -527,7 +686,8 @@ class Connection(threading.Thread):
                 self.stats.heartbeats += 1
                 hb_due = max(hb_due + t.heartbeat_interval, now)
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                timeout = min(IDLE_SELECT_S, max(0.0, hb_due - now))
+                due = min(hb_due, flight.next_poll if flight.unacked else hb_due)
+                timeout = min(IDLE_SELECT_S, max(0.0, due - now))
                 r, w, _ = select.select(
                     [sock, self._wake_r], [sock] if pending else [], [], timeout
                 )
@@ -537,8 +697,45 @@ class Connection(threading.Thread):
                 r, w = [sock], []
             if sock in r:
                 self._read(sock, is_tls)
+            wrote = False
             if sock in w and pending:
-                offset, retry = self._write(sock, pending, offset, retry)
+                offset, retry = self._write(sock, pending, offset, retry, flight)
+                wrote = True
+            now = time.monotonic()
+            if flight.unacked and (wrote or now >= flight.next_poll):
+                # ACKs wake nothing up: look after every write, then less and
+                # less often while nothing moves (a stalled HES costs ~10 ioctls/s).
+                if self._poll_acks(flight) or wrote:
+                    flight.poll_every = ACK_POLL_MIN_S
+                else:
+                    flight.poll_every = min(2 * flight.poll_every, ACK_POLL_MAX_S)
+                flight.next_poll = now + flight.poll_every
+
+    def _poll_acks(self, flight: Flight) -> bool:
+        """Confirm the payloads the peer acknowledged; True if there were any."""
+        if not flight.unacked:
+            return False
+        try:
+            pos = flight.meter.acked()
+        except OSError as exc:
+            raise LinkClosed(f"ioctl: {exc.strerror or exc}") from None
+        n = 0
+        while flight.unacked and flight.unacked[0][0] <= pos:
+            n += flight.unacked.popleft()[1]
+        if not n:
+            return False
+        with self._lock:
+            self._acked += n
+        self._notify()
+        return True
+
+    def _settle(self, flight: Flight) -> None:
+        """On stop: give what is in flight a moment to be acknowledged, so that
+        fewer payloads go back to the spool and out again after the restart."""
+        deadline = time.monotonic() + STOP_ACK_WAIT_S
+        while flight.unacked and time.monotonic() < deadline:
+            if not self._poll_acks(flight):
+                time.sleep(ACK_POLL_MIN_S)
 
     def _read(self, sock: socket.socket, is_tls: bool) -> None:
         while True:
@@ -563,6 +760,7 @@ class Connection(threading.Thread):
         pending: collections.deque[tuple[bytes, bool]],
         offset: int,
         retry: bytes | None,
+        flight: Flight,
     ) -> tuple[int, bytes | None]:
         if retry is not None:
             chunk = retry
@@ -584,6 +782,7 @@ class Connection(threading.Thread):
         except (ssl.SSLError, OSError) as exc:
             raise LinkClosed(f"send: {getattr(exc, 'strerror', None) or exc}") from None
         self.stats.tcp_bytes_up += n
+        flight.meter.wrote(n)
         done = 0
         while n and pending:
             left = len(pending[0][0]) - offset
@@ -595,9 +794,12 @@ class Connection(threading.Thread):
             offset = 0
             done += counted
         if done:
-            with self._lock:
-                self._written += done
-            self._notify()
+            # Written whole: delivered once the peer acknowledges up to here.
+            try:
+                mark = flight.meter.mark()
+            except OSError as exc:
+                raise LinkClosed(f"ioctl: {exc.strerror or exc}") from None
+            flight.unacked.append((mark, done))
         return offset, None
 
 
@@ -630,11 +832,13 @@ class Client(Service):
         self._gen = 0
         self._up = False
         self._since = time.time()
-        self._written_seen = 0
-        # Handed to the connection, not yet written: (spool id or None, payload).
+        self._acked_seen = 0
+        # Handed to the connection, not yet acknowledged: (spool id or None, payload).
         self._inflight: collections.deque[tuple[int | None, bytes]] = collections.deque()
         self._inflight_bytes = 0
-        self._inflight_direct = 0
+        # For the spool, gathered until a burst of messages ends.
+        self._gathered: list[bytes] = []
+        self._gathered_bytes = 0
         self._cursor: int | None = None  # last spool id handed over
         self._draining = False
         self._drain_from = 0
@@ -666,6 +870,17 @@ class Client(Service):
         self.conn.stop()
         if self.conn.is_alive():
             self.conn.join(STOP_JOIN_S)
+        if self._gathered:  # newer than anything in flight: the spool's tail
+            self._spool_append(self._gathered)
+            self._gathered = []
+        # Count what the connection saw acknowledged before it ended; direct
+        # payloads it did not go to the spool, to be sent again after a restart.
+        _, _, acked = self.conn.snapshot()
+        self._confirm(acked - self._acked_seen)
+        self._acked_seen = acked
+        n = self._requeue_direct()
+        if n:
+            log.info("unacknowledged payloads spooled n=%d reason=stopping", n)
         self.spool.close()
 
     # -- uplink ------------------------------------------------------------------------
@@ -685,18 +900,38 @@ class Client(Service):
         if not payloads:
             return
         self._sync()
+        # Direct (no spool) only while little is unacknowledged: a direct
+        # payload exists in this process's memory alone until acknowledged.
+        nbytes = sum(map(len, payloads))
         if (
             self._up
+            and not self._gathered
             and self.spool.count == 0
-            and self._inflight_bytes < INFLIGHT_MAX_BYTES
+            and self._inflight_bytes + nbytes <= DIRECT_MAX_BYTES
             and self.conn.submit(self._gen, payloads)
         ):
             for p in payloads:
                 self._inflight.append((None, p))
-                self._inflight_bytes += len(p)
-            self._inflight_direct += len(payloads)
+            self._inflight_bytes += nbytes
             return
-        self._spool_append(payloads)
+        # One fsynced transaction per burst, not per message: while more
+        # messages wait in the inbox (and not much is gathered) gather them.
+        self._gathered.extend(payloads)
+        self._gathered_bytes += nbytes
+        if self._gathered_bytes >= SPOOL_BATCH_MAX_BYTES or not self._inbox_waiting():
+            self._flush_gathered()
+
+    def _inbox_waiting(self) -> bool:
+        return self.pull is not None and bool(self.pull.poll(0, zmq.POLLIN))
+
+    def _flush_gathered(self) -> None:
+        """Append the gathered payloads to the spool and hand on what fits."""
+        if not self._gathered:
+            return
+        gathered = self._gathered
+        self._gathered = []
+        self._gathered_bytes = 0
+        self._spool_append(gathered)
         self._pump()
 
     def _spool_append(self, payloads: list[bytes]) -> None:
@@ -737,9 +972,14 @@ class Client(Service):
             )
 
     def _pump(self) -> None:
-        """Hand spooled payloads to the connection, oldest first, within the in-flight bound."""
-        if not self._up or self._inflight_direct:
-            return  # direct payloads first: they are older than anything spooled
+        """Hand spooled payloads to the connection, oldest first, within the in-flight bound.
+
+        Direct payloads still in flight are older than anything spooled (they
+        went direct only while the spool was empty) and the connection keeps
+        the order it was handed things in.
+        """
+        if not self._up:
+            return
         while self._inflight_bytes < INFLIGHT_MAX_BYTES:
             try:
                 batch = self.spool.peek(
@@ -775,6 +1015,7 @@ class Client(Service):
             self._sync()
 
     def _tick(self) -> None:
+        self._flush_gathered()  # in case the burst ended with a message that was not a send
         self._sync()
         state = (self._up, self.spool.count, self.spool.nbytes)
         if state != self._published or self._repeat_status:
@@ -786,10 +1027,10 @@ class Client(Service):
 
     def _sync(self) -> None:
         """Bring the loop's view up to date with the connection thread."""
-        gen, up, written = self.conn.snapshot()
+        gen, up, acked = self.conn.snapshot()
         self._mirror_stats()
-        n = written - self._written_seen
-        self._written_seen = written
+        n = acked - self._acked_seen
+        self._acked_seen = acked
         if n:
             self._confirm(n)
         changed = bool(n)
@@ -803,16 +1044,16 @@ class Client(Service):
             self._pump()
 
     def _confirm(self, n: int) -> None:
-        """``n`` more in-flight payloads were written: count them, ack the spool."""
+        """``n`` more in-flight payloads were acknowledged: count them, ack the spool."""
+        if n <= 0:
+            return
         last_id: int | None = None
         nbytes = 0
         for _ in range(min(n, len(self._inflight))):
             id_, d = self._inflight.popleft()
             self._inflight_bytes -= len(d)
             nbytes += len(d)
-            if id_ is None:
-                self._inflight_direct -= 1
-            else:
+            if id_ is not None:
                 last_id = id_
         self.counters["uplink.payloads"] += n
         self.counters["uplink.bytes"] += nbytes
@@ -851,38 +1092,45 @@ class Client(Service):
         self._up = False
         self._since = time.time()
         self.counters["link.downs"] += 1
-        direct = [d for id_, d in self._inflight if id_ is None]
-        unwritten = len(self._inflight)
-        self._inflight.clear()
-        self._inflight_bytes = 0
-        self._inflight_direct = 0
-        self._cursor = None
+        unacked = len(self._inflight)
+        self._requeue_direct()
         self._draining = False
-        if direct:
-            # Not written: back to the front of the spool, ahead of anything newer.
-            try:
-                self._count_dropped(self.spool.push_front(direct))
-                self.counters["spool.requeued"] += len(direct)
-            except SpoolError as exc:
-                self.count_drop(
-                    "spool.errors",
-                    "uplink payloads lost reason=spool_error n=%d error=%s",
-                    len(direct),
-                    exc,
-                    n=len(direct),
-                )
         reason = self.conn.last_error or "unknown"
         log.warning(
-            "link down host=%s port=%d reason=%s unwritten=%d spool_depth=%d",
+            "link down host=%s port=%d reason=%s unacked=%d spool_depth=%d",
             self.target.host,
             self.target.port,
             reason,
-            unwritten,
+            unacked,
             self.spool.count,
         )
         self.publish(bus.T_LINK_DOWN, {**self._link_info(), "reason": reason})
         self.publish_status()
         self._repeat_status = True
+
+    def _requeue_direct(self) -> int:
+        """Forget what is in flight; direct payloads (never spooled) go back to
+        the front of the spool, ahead of anything newer; return how many.
+        Spooled ones are still in the spool: it drops them only once the HES
+        acknowledged them."""
+        direct = [d for id_, d in self._inflight if id_ is None]
+        self._inflight.clear()
+        self._inflight_bytes = 0
+        self._cursor = None
+        if not direct:
+            return 0
+        try:
+            self._count_dropped(self.spool.push_front(direct))
+            self.counters["spool.requeued"] += len(direct)
+        except SpoolError as exc:
+            self.count_drop(
+                "spool.errors",
+                "uplink payloads lost reason=spool_error n=%d error=%s",
+                len(direct),
+                exc,
+                n=len(direct),
+            )
+        return len(direct)
 
     # -- downlink ------------------------------------------------------------------------
 
@@ -905,6 +1153,7 @@ class Client(Service):
         self.counters["hes.heartbeats"] = s.heartbeats
         self.counters["tcp.bytes_up"] = s.tcp_bytes_up
         self.counters["tcp.bytes_down"] = s.tcp_bytes_down
+        self.counters["uplink.unacked_resent"] = s.unacked_resent
 
     def _link_info(self) -> dict[str, Any]:
         return {"host": self.target.host, "port": self.target.port, "tls": self.tls}

@@ -6,22 +6,84 @@ connection gets a thread that records what it receives (``.received(i)``, or
 newest connection, ``.drop()`` closes the connections but keeps listening,
 ``.stop()`` closes everything (the HES is gone) and ``.start()`` listens again
 on the same port. ``.pause()`` stops reading (a slow HES whose window fills;
-``rcvbuf`` keeps that window small) until ``.resume()``. TLS handshakes that
-fail are counted in ``.tls_failures``.
+``rcvbuf`` keeps that window small) until ``.resume()``. ``.reset()`` resets
+every open connection (SO_LINGER 0, so an RST) after recording as received what
+its TCP stack had already accepted (and so acknowledged) but the HES had not
+read. TLS handshakes that fail are counted in ``.tls_failures``.
+
+``Relay(port)`` is a plain TCP relay in front of a ``FakeHES`` (TLS passes
+through it untouched) with the same ``pause``/``resume``/``reset``: its reset
+forwards what its TCP stack had accepted from the client to the HES before it
+resets the client side, which is how a TLS test sees exactly what the client's
+TCP peer acknowledged.
+
 Waits have deadlines; nothing here blocks a test for ever.
 """
 
 from __future__ import annotations
 
+import fcntl
 import select
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
 from typing import Any
 
 POLL_S = 0.05  # how often the server threads look at their stop flag
 HANDSHAKE_TIMEOUT_S = 5.0
+PEEK_MAX = 1 << 24  # more than any receive queue a test sets up
+JOIN_S = 5.0
+STALL_SETTLE_S = 0.2  # a receive queue this long unchanged: the window is shut
+
+
+def inq(sock: socket.socket) -> int:
+    """Bytes in ``sock``'s receive queue (accepted by TCP, not read yet); 0 if closed."""
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4)
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", buf)[0])
+
+
+def peek_all(sock: socket.socket) -> bytes:
+    """Everything in ``sock``'s receive queue, left there: reading it would
+    open the TCP window and let more in."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(PEEK_MAX, socket.MSG_PEEK)
+    except BlockingIOError:
+        return b""
+
+
+def abort(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0): whatever is queued either way is discarded."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+class Stalled:
+    """A predicate for ``wait_for``: true once ``value()`` is above zero and has
+    not changed for ``settle`` seconds (a peer whose window is shut)."""
+
+    def __init__(self, value: Any, settle: float = STALL_SETTLE_S) -> None:
+        self._value = value
+        self._settle = settle
+        self._last: int | None = None
+        self._since = 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        v = self._value()
+        if v != self._last:
+            self._last, self._since = v, now
+            return False
+        return v > 0 and now - self._since >= self._settle
 
 
 def free_port() -> int:
@@ -36,6 +98,7 @@ class _Conn:
         self.sock = sock
         self.data = bytearray()
         self.closed = threading.Event()
+        self.halt = threading.Event()  # the reader ends and leaves the socket to reset()
         self.thread: threading.Thread | None = None
 
 
@@ -87,6 +150,24 @@ class FakeHES:
         for c in conns:
             self._close_conn(c)
 
+    def reset(self) -> None:
+        """Reset every open connection (RST). What TCP had accepted but the HES
+        had not read is recorded as received first: call ``pause()`` and let the
+        window shut before, so that nothing more arrives between peek and reset.
+        (Over TLS the peeked bytes cannot be decrypted; they are not recorded.)"""
+        with self._lock:
+            conns = [c for c in self._conns if not c.closed.is_set()]
+        for c in conns:
+            c.halt.set()
+            if c.thread is not None:
+                c.thread.join(JOIN_S)
+            if self.tls is None:
+                held = peek_all(c.sock)
+                with self._lock:
+                    c.data += held
+            c.closed.set()
+            abort(c.sock)
+
     def stop(self) -> None:
         """Stop listening and close every connection."""
         self._stop.set()
@@ -109,8 +190,25 @@ class FakeHES:
         with self._lock:
             return len(self._conns)
 
-    def received(self, index: int) -> bytes:
+    def inq(self, index: int) -> int:
+        """Bytes connection ``index`` has accepted but not read (its TCP receive
+        queue; 0 while that connection is not set up yet)."""
         with self._lock:
+            if index >= len(self._conns):
+                return 0
+            c = self._conns[index]
+        return 0 if c.closed.is_set() else inq(c.sock)
+
+    def is_open(self, index: int) -> bool:
+        with self._lock:
+            return not self._conns[index].closed.is_set()
+
+    def received(self, index: int) -> bytes:
+        """What connection ``index`` received (nothing while it is not accepted yet:
+        the client sees its connect complete before the accept thread gets to it)."""
+        with self._lock:
+            if index >= len(self._conns):
+                return b""
             return bytes(self._conns[index].data)
 
     def data(self) -> bytes:
@@ -166,7 +264,7 @@ class FakeHES:
 
     def _read_loop(self, conn: _Conn) -> None:
         conn.sock.settimeout(POLL_S)
-        while not conn.closed.is_set():
+        while not conn.closed.is_set() and not conn.halt.is_set():
             if not self._reading.wait(POLL_S):
                 continue
             try:
@@ -179,7 +277,8 @@ class FakeHES:
                 break
             with self._lock:
                 conn.data += chunk
-        self._close_conn(conn)
+        if not conn.halt.is_set():
+            self._close_conn(conn)
 
     def _close_conn(self, conn: _Conn) -> None:
         if conn.closed.is_set():
@@ -192,6 +291,139 @@ class FakeHES:
         conn.sock.close()
 
     def __enter__(self) -> FakeHES:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class _Pair:
+    def __init__(self, down: socket.socket, up: socket.socket) -> None:
+        self.down = down  # from the client
+        self.up = up  # to the HES
+        self.halt = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+class Relay:
+    """A plain TCP relay on 127.0.0.1 to ``FakeHES`` on ``upstream_port``.
+
+    Each accepted connection gets its own connection to the HES and a thread
+    that copies bytes both ways. ``pause()`` stops reading from the client
+    (``rcvbuf`` keeps that window small); ``reset()`` then forwards what the
+    relay's TCP stack had accepted from the client, closes the HES side
+    gracefully and resets the client side.
+    """
+
+    def __init__(self, upstream_port: int, rcvbuf: int = 0) -> None:
+        self.upstream_port = upstream_port
+        self.rcvbuf = rcvbuf
+        self.port = 0
+        self._reading = threading.Event()
+        self._reading.set()
+        self._lock = threading.Lock()
+        self._pairs: list[_Pair] = []
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+
+    def start(self) -> Relay:
+        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.rcvbuf:
+            lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(16)
+        self.port = lst.getsockname()[1]
+        self._listener = lst
+        self._accept_thread = threading.Thread(target=self._accept_loop, args=(lst,), daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def pause(self) -> None:
+        self._reading.clear()
+
+    def resume(self) -> None:
+        self._reading.set()
+
+    def inq(self, index: int) -> int:
+        """Bytes from the client that connection ``index`` has accepted, not
+        forwarded (0 while that connection is not set up yet)."""
+        with self._lock:
+            if index >= len(self._pairs):
+                return 0
+            p = self._pairs[index]
+        return 0 if p.halt.is_set() else inq(p.down)
+
+    def reset(self) -> None:
+        with self._lock:
+            pairs = [p for p in self._pairs if not p.halt.is_set()]
+        for p in pairs:
+            p.halt.set()
+            if p.thread is not None:
+                p.thread.join(JOIN_S)
+            held = peek_all(p.down)
+            abort(p.down)
+            p.up.settimeout(JOIN_S)
+            try:
+                p.up.sendall(held)
+                p.up.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            p.up.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(JOIN_S)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            pairs = list(self._pairs)
+        for p in pairs:
+            p.halt.set()
+            if p.thread is not None:
+                p.thread.join(JOIN_S)
+            p.down.close()  # closing twice is harmless
+            p.up.close()
+
+    def _accept_loop(self, lst: socket.socket) -> None:
+        while not self._stop.is_set():
+            r, _, _ = select.select([lst], [], [], POLL_S)
+            if not r:
+                continue
+            try:
+                down, _ = lst.accept()
+                up = socket.create_connection(("127.0.0.1", self.upstream_port), JOIN_S)
+            except OSError:
+                continue
+            pair = _Pair(down, up)
+            with self._lock:
+                self._pairs.append(pair)
+            pair.thread = threading.Thread(target=self._copy_loop, args=(pair,), daemon=True)
+            pair.thread.start()
+
+    def _copy_loop(self, p: _Pair) -> None:
+        for s in (p.down, p.up):
+            s.settimeout(JOIN_S)  # sendall: the other side reads, so this never expires
+        try:
+            while not p.halt.is_set():
+                watch = [p.up] + ([p.down] if self._reading.is_set() else [])
+                r, _, _ = select.select(watch, [], [], POLL_S)
+                for src, dst in ((p.down, p.up), (p.up, p.down)):
+                    if src in r and not p.halt.is_set():
+                        chunk = src.recv(65536)
+                        if not chunk:
+                            raise OSError("closed")
+                        dst.sendall(chunk)
+        except OSError:
+            if not p.halt.is_set():
+                p.halt.set()
+                p.down.close()
+                p.up.close()
+
+    def __enter__(self) -> Relay:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,17 +1,21 @@
 """The HES client as a real process, against the real broker and a real TCP server.
 
 The test plays the resolver (``probe.send("client", "send", [...], src="resolver")``),
-the uart (``probe.inbox("uart")``) and the HES (``FakeHES`` on 127.0.0.1).
+the uart (``probe.inbox("uart")``) and the HES (``FakeHES`` on 127.0.0.1, behind a
+``Relay`` where a test must see exactly what the client's TCP peer acknowledged).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +24,9 @@ import pytest
 
 from common import bus, rfc1662
 from common.config import ConfigError, validate
-from services.client import Target
+from services.client import DIRECT_MAX_BYTES, SNDBUF_BYTES, AckMeter, Target
 from tests.conftest import Probe, Stack, base_config, wait_for
-from tests.hes_util import FakeHES, free_port
+from tests.hes_util import FakeHES, Relay, Stalled, free_port, peek_all
 
 FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.3, "timeout": 1, "keep_alive": 5}
 
@@ -51,6 +55,16 @@ def link_status(probe: Probe, sub, pred, timeout: float = 10.0) -> dict[str, Any
     return probe.wait_event(sub, bus.T_LINK_STATUS, pred, timeout)
 
 
+def client_counters(probe: Probe, sub, pred) -> dict[str, int]:
+    """The client's counters from the first registry update ``pred`` accepts."""
+
+    def match(d: dict[str, Any]) -> bool:
+        return any(s["name"] == "client" and pred(s["counters"]) for s in d["services"])
+
+    reg = probe.wait_event(sub, bus.T_REGISTRY, match, timeout=10)
+    return next(s for s in reg["services"] if s["name"] == "client")["counters"]
+
+
 def wait_bytes(hes: FakeHES, want: bytes, timeout: float = 15.0, index: int | None = None) -> None:
     def got() -> bytes:
         return hes.data() if index is None else hes.received(index)
@@ -66,17 +80,22 @@ def test_uplink_payloads_arrive_byte_exact_and_in_order(stack, run_dir, probe):
         start_client(stack, run_dir, hes.port)
         status = link_status(probe, sub, lambda d: d["up"])
         assert (status["host"], status["port"], status["tls"]) == ("127.0.0.1", hes.port, False)
+        probe.send(bus.CLIENT, bus.OP_SEND, [b"first", b"second"], src="resolver")
+        wait_bytes(hes, b"firstsecond")
+        counters = client_counters(probe, sub, lambda c: c.get("uplink.payloads") == 2)
+        assert counters.get("spool.appended", 0) == 0  # link up, spool empty: direct
         rng = random.Random(1)
         items = payloads(rng, 2000, b"U")
-        items.append(bytes(range(256)) * 300)  # one large payload, every byte value
+        # One large payload, every byte value; more than may go direct.
+        items.append(bytes(range(256)) * (DIRECT_MAX_BYTES // 256 + 1))
         send_in_batches(probe, items, rng)
-        wait_bytes(hes, b"".join(items))
+        wait_bytes(hes, b"firstsecond" + b"".join(items))
         assert hes.connections == 1
 
         # The registry shows the client's counters (from its heartbeat).
         def client_entry(d: dict[str, Any]) -> bool:
             for s in d["services"]:
-                if s["name"] == "client" and s["counters"].get("uplink.payloads") == len(items):
+                if s["name"] == "client" and s["counters"].get("uplink.payloads") == len(items) + 2:
                     return True
             return False
 
@@ -84,9 +103,104 @@ def test_uplink_payloads_arrive_byte_exact_and_in_order(stack, run_dir, probe):
         entry = next(s for s in reg["services"] if s["name"] == "client")
         assert entry["link"]["up"] is True
         assert entry["link"]["spool_depth"] == 0
-        assert entry["counters"]["uplink.bytes"] == sum(map(len, items))
-        assert entry["counters"].get("spool.appended", 0) == 0  # all went direct
+        assert entry["counters"]["uplink.bytes"] == sum(map(len, items)) + 11
+        assert entry["counters"]["spool.appended"] >= 1  # the large one
     finally:
+        hes.stop()
+
+
+# -- nothing lost when the link dies with data in flight ---------------------------------
+
+IN_FLIGHT_ITEMS = 3000  # 1 KiB each: far more than the TCP buffers on either side hold
+PEER_RCVBUF = 16384  # the receiving side's window stays small
+
+
+def kib_items(rng: random.Random, n: int) -> list[bytes]:
+    return [b"P%06d:" % i + rng.randbytes(1016) for i in range(n)]
+
+
+def resent_tail(before: bytes, after: bytes, items: list[bytes]) -> tuple[int, int]:
+    """Check at-least-once, in order, across a reset; return (first resent, duplicates).
+
+    ``before`` (what reached the HES on the old connection) must be a prefix of
+    the stream; ``after`` (the new connection) must be ``items[j:]`` for a
+    ``j`` no later than the first payload ``before`` did not hold whole.
+    """
+    stream = b"".join(items)
+    assert stream.startswith(before), "the old connection got bytes out of order"
+    whole = len(before) // len(items[0])  # payloads that arrived whole before the reset
+    assert after[:1] == b"P", after[:16]
+    j = int(after[1:7])
+    assert after == b"".join(items[j:]), "the new connection is not an ordered tail"
+    assert j <= whole, f"P{whole:06d}..P{j - 1:06d} never reached the HES"
+    return j, whole - j
+
+
+def test_hes_reset_with_data_in_flight_loses_nothing(stack, run_dir, probe):
+    # The HES stops reading, the client fills its socket buffers (and more),
+    # then the HES resets the connection. What the HES's TCP stack had
+    # acknowledged counts as received (FakeHES.reset peeks it); everything
+    # else must come again, in order, on the next connection.
+    hes = FakeHES(rcvbuf=PEER_RCVBUF).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS, bus.T_REGISTRY)
+        start_client(stack, run_dir, hes.port)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        hes.pause()
+        items = kib_items(random.Random(11), IN_FLIGHT_ITEMS)
+        for i in range(0, len(items), 10):
+            probe.send(bus.CLIENT, bus.OP_SEND, items[i : i + 10], src="resolver")
+        wait_for(Stalled(lambda: hes.inq(0)), 15, "the HES's window to shut")
+        hes.reset()
+        hes.resume()
+        wait_for(
+            lambda: hes.connections >= 2 and hes.received(1).endswith(items[-1]),
+            30,
+            "the last payload on the new connection",
+        )
+        j, dup = resent_tail(hes.received(0), hes.received(1), items)
+        assert j < len(items)
+        counters = client_counters(probe, sub, lambda c: c.get("uplink.payloads", 0) >= len(items))
+        # Some payloads were written to the socket but not acknowledged: sent again.
+        assert counters["uplink.unacked_resent"] > 0
+        assert counters["uplink.payloads"] == len(items)  # each acknowledged once
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
+    finally:
+        hes.stop()
+
+
+def test_sigterm_spools_direct_payloads_not_yet_acknowledged(stack, run_dir, probe):
+    # Direct payloads (never spooled) written to a stalled HES and not
+    # acknowledged go to the spool when the client stops; the HES then resets
+    # the old connection, and the restarted client sends them again.
+    hes = FakeHES().start()
+    relay = Relay(hes.port, rcvbuf=PEER_RCVBUF).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        client = start_client(stack, run_dir, relay.port)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        relay.pause()
+        items = kib_items(random.Random(13), 200)  # the first ones go direct, then the spool
+        for i in range(0, len(items), 4):
+            probe.send(bus.CLIENT, bus.OP_SEND, items[i : i + 4], src="resolver")
+        wait_for(Stalled(lambda: relay.inq(0)), 15, "the relay's window to shut")
+        client.popen.send_signal(signal.SIGTERM)
+        assert client.popen.wait(5) == 0
+        relay.reset()
+        relay.resume()
+        wait_for(lambda: not hes.is_open(0), 10, "the HES to read the old connection out")
+        stack.start("services.client")
+        wait_for(
+            lambda: hes.connections >= 2 and hes.received(1).endswith(items[-1]),
+            20,
+            "the last payload on the new connection",
+        )
+        resent_tail(hes.received(0), hes.received(1), items)
+        assert "unacknowledged payloads spooled n=" in client.text()
+    finally:
+        relay.stop()
         hes.stop()
 
 
@@ -391,6 +505,83 @@ def _server_ctx(pki: Path) -> ssl.SSLContext:
     return ctx
 
 
+def _client_ctx(pki: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki / "ca.pem")
+    ctx.load_cert_chain(pki / "gateway.pem", pki / "gateway.key")
+    return ctx
+
+
+def _tcp_pair(pki: Path | None) -> list[socket.socket]:
+    """[client, server, ...] over 127.0.0.1, TLS if ``pki``; the server's window is small.
+
+    The server socket is plain TCP even with TLS (a second descriptor of the
+    TLS connection, whose TLS end is kept last in the list): the ACK tests
+    read raw bytes only.
+    """
+    with socket.socket() as lst:
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PEER_RCVBUF)
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)  # as the client
+        client.settimeout(5)
+        client.connect(lst.getsockname())
+        server, _ = lst.accept()
+    if pki is None:
+        client.setblocking(False)
+        return [client, server]
+    done: list[ssl.SSLSocket] = []
+    t = threading.Thread(
+        target=lambda: done.append(_server_ctx(pki).wrap_socket(server, server_side=True))
+    )
+    t.start()
+    tls = _client_ctx(pki).wrap_socket(client, server_hostname="localhost")
+    t.join(5)
+    tls.setblocking(False)
+    return [tls, socket.socket(fileno=os.dup(done[0].fileno())), done[0]]
+
+
+@pytest.mark.parametrize("mode", ["plain", "tls", "tls-drain"])
+def test_ack_meter_confirms_what_the_peer_acknowledged_and_in_the_end_all(mode, request):
+    pki = request.getfixturevalue("pki") if mode != "plain" else None
+    socks = _tcp_pair(pki)
+    client, server = socks[:2]
+    try:
+        meter = AckMeter(client, tcp_info=mode != "tls-drain")
+        assert meter.mode == mode
+        item = b"A" * 1024
+        marks: list[int] = []
+        while True:  # the peer reads nothing: write until the socket is full
+            try:
+                n = client.send(item)
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                break
+            assert n == len(item)
+            meter.wrote(n)
+            marks.append(meter.mark())
+        assert marks == sorted(marks) and len(marks) > 10
+        confirmed = sum(1 for m in marks if m <= meter.acked())
+        assert confirmed < len(marks)  # the rest waits in the client's send queue
+        if mode == "plain":
+            # Everything confirmed is in the peer's receive queue.
+            assert confirmed * len(item) <= len(peek_all(server))
+
+        def drained() -> bool:
+            try:
+                while server.recv(1 << 20):
+                    pass
+            except BlockingIOError:
+                pass
+            return meter.acked() >= marks[-1]
+
+        server.setblocking(False)
+        wait_for(drained, 10, "every write to be acknowledged once the peer reads")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_tls_with_client_certificate_connects_and_carries_data(stack, run_dir, probe, pki):
     hes = FakeHES(tls=_server_ctx(pki)).start()
     try:
@@ -414,6 +605,45 @@ def test_tls_with_client_certificate_connects_and_carries_data(stack, run_dir, p
         assert b"".join(rfc1662.decode(f).info for f in env.data) == b"downlink over tls"
         assert hes.tls_failures == 0
     finally:
+        hes.stop()
+
+
+def test_tls_reset_with_data_in_flight_loses_nothing(stack, run_dir, probe, pki):
+    # As the plain test above, through a relay: the TLS bytes the relay's TCP
+    # stack acknowledged reach the HES, which decrypts them; the client must
+    # send everything else again.
+    hes = FakeHES(tls=_server_ctx(pki)).start()
+    relay = Relay(hes.port, rcvbuf=PEER_RCVBUF).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        tls = {
+            "enabled": True,
+            "ca": str(pki / "ca.pem"),
+            "cert": str(pki / "gateway.pem"),
+            "key": str(pki / "gateway.key"),
+            "server_hostname": "localhost",
+        }
+        start_client(stack, run_dir, relay.port, tls=tls)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        relay.pause()
+        items = kib_items(random.Random(12), IN_FLIGHT_ITEMS)
+        for i in range(0, len(items), 10):
+            probe.send(bus.CLIENT, bus.OP_SEND, items[i : i + 10], src="resolver")
+        wait_for(Stalled(lambda: relay.inq(0)), 15, "the relay's window to shut")
+        relay.reset()
+        relay.resume()
+        wait_for(lambda: not hes.is_open(0), 10, "the HES to read the old connection out")
+        wait_for(
+            lambda: hes.connections >= 2 and hes.received(1).endswith(items[-1]),
+            30,
+            "the last payload on the new connection",
+        )
+        j, _ = resent_tail(hes.received(0), hes.received(1), items)
+        assert j < len(items)
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
+    finally:
+        relay.stop()
         hes.stop()
 
 
