@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ LINE_BAUD = 921_600
 LINE_FPS = LINE_BAUD / 10 / pipeline.FRAME_BYTES
 #: Worker count the latency and footprint figures are taken with (supervisord's default).
 DEFAULT_WORKERS = 2
+#: Other processes using more than this (% of one core) mark the machine as busy.
+BUSY_OTHERS_PCT = 25
 #: Extra wait for heartbeats to carry the counters of a finished run to the registry.
 COUNTER_LAG_S = 0.6
 
@@ -143,6 +146,16 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     packer = type(msgpack.Packer()).__module__
+    try:
+        revision = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        revision = ""
     return {
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -152,6 +165,7 @@ def machine() -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
+        "revision": revision or "?",
         "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "msgpack": ".".join(map(str, msgpack.version))
         + (" (C)" if "cmsgpack" in packer else " (pure Python)"),
@@ -169,11 +183,15 @@ def header(m: dict[str, Any], mode: str, other: dict[str, Any] | None = None) ->
             f"machine: {cores}, {m['cpu']}, {m['kernel']}",
             f"software: {m['python']}, pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, "
             f"msgpack {m['msgpack']}",
-            f"load average at start: {m['loadavg']}"
+            f"code: {m['revision']}; load average at start: {m['loadavg']}"
             + (
                 f"; other processes used {other['median']:.0f}% of a core "
                 f"[{other['min']:.0f} - {other['max']:.0f}] during the idle and 1,000/s windows"
-                + ("  ** busy machine: figures are pessimistic **" if other["median"] > 10 else "")
+                + (
+                    "  ** busy machine: figures are pessimistic **"
+                    if other["median"] > BUSY_OTHERS_PCT
+                    else ""
+                )
                 if other and other.get("n")
                 else ""
             ),
