@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import signal
 import socket
@@ -109,21 +110,26 @@ class Stopper:
 class ServiceProxy:
     """``app.<service>``: turns ``app.client.send(data)`` into a bus message."""
 
-    __slots__ = ("_app", "_dst")
+    __slots__ = ("_app", "_dst", "_calls")
 
     def __init__(self, app: Service, dst: str) -> None:
         self._app = app
         self._dst = dst
+        self._calls: dict[str, Callable[[Any], None]] = {}
 
     def __getattr__(self, op: str) -> Callable[[Any], None]:
         if op.startswith("_"):
             raise AttributeError(op)
+        call = self._calls.get(op)
+        if call is None:  # made once per operation: handlers call these per frame
+            app, dst, batch = self._app, self._dst, op in bus.BATCHABLE_OPS
 
-        def call(data: Any = None) -> None:
-            if op in bus.BATCHABLE_OPS and not isinstance(data, list):
-                data = [data]
-            self._app.send(self._dst, op, data)
+            def call(data: Any = None) -> None:
+                if batch and not isinstance(data, list):
+                    data = [data]
+                app.send(dst, op, data)
 
+            self._calls[op] = call
         return call
 
 
@@ -331,7 +337,9 @@ class Service:
             raise AttributeError(name)
         if name not in bus.all_inbox_services(self.bus_cfg) and name != bus.BROKER:
             raise AttributeError(f"{type(self).__name__} has no attribute or service {name!r}")
-        return ServiceProxy(self, name)
+        proxy = ServiceProxy(self, name)
+        self.__dict__[name] = proxy  # later look-ups are plain attribute hits
+        return proxy
 
     # -- receiving -------------------------------------------------------------
 
@@ -512,7 +520,9 @@ class Service:
                     del registered[self.push]
             now = time.monotonic()
             nearest = self._run_timers(now)
-            timeout_ms = max(0, int((nearest - time.monotonic()) * 1000))
+            # Rounded up: rounding down polls with 0 in a timer's last
+            # millisecond, a busy loop that costs an idle service real CPU.
+            timeout_ms = max(0, math.ceil((nearest - time.monotonic()) * 1000))
             try:
                 events = poller.poll(timeout_ms)
             except zmq.ZMQError as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ class Broker:
         self.queued_bytes = 0
         self.jobs: dict[int, Job] = {}
         self.streams: dict[tuple[str, int], Stream] = {}
+        self._rr = 0  # round-robin start for _next_worker
         self._job_id = time.time_ns()  # increases across restarts: no id reuse
         self._unknown_logged: set[str] = set()
 
@@ -292,8 +294,8 @@ class Broker:
 
     def _assign(self) -> None:
         while self.queue:
-            worker = max(self.workers.values(), key=lambda w: w.credit, default=None)
-            if worker is None or worker.credit <= 0:
+            worker = self._next_worker()
+            if worker is None:
                 return
             job = self.queue.popleft()
             self.queued_frames -= job.nframes
@@ -316,6 +318,20 @@ class Broker:
             job.attempts += 1
             job.worker = worker.ident
             worker.inflight[job.id] = job
+
+    def _next_worker(self) -> Worker | None:
+        """The worker with the most credit; ties go round, so that at low
+        rates every worker takes its share instead of always the first."""
+        best: Worker | None = None
+        workers = list(self.workers.values())
+        n = len(workers)
+        for k in range(n):
+            w = workers[(self._rr + k) % n]
+            if w.credit > 0 and (best is None or w.credit > best.credit):
+                best = w
+        if best is not None:
+            self._rr = (workers.index(best) + 1) % n
+        return best
 
     def _on_pool(self) -> None:
         for _ in range(2000):
@@ -563,7 +579,7 @@ class Broker:
                     out_registered.discard(name)
             now = time.monotonic()
             timeout = max(0.0, min(next_house, next_registry) - now)
-            events = poller.poll(int(timeout * 1000))
+            events = poller.poll(math.ceil(timeout * 1000))  # up: no busy last ms
             for sock, _ev in events:
                 handler = handlers.get(sock)
                 if handler is not None:
