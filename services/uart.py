@@ -56,6 +56,7 @@ import collections
 import logging
 import os
 import select
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -80,6 +81,9 @@ log = logging.getLogger("meterlink.uart")
 READ_TIMEOUT_MAX_S = 0.1
 #: Shortest read timeout, so an idle gap of 0 does not spin.
 READ_TIMEOUT_MIN_S = 0.002
+#: Longest the port thread waits in select while no partial frame is pending
+#: (ports with a file descriptor; a stop or write fault wakes it earlier).
+IDLE_WAIT_S = 1.0
 #: Frames held for the meter (while the port is closed or the line is slow).
 WRITE_QUEUE_MAX = 1000
 #: A frame for the meter older than this when its turn comes is dropped.
@@ -227,6 +231,11 @@ class Uart(Service):
         # thread, under _port_lock, which the writer holds while it writes:
         # so the port is never closed under a write.
         self._halt = threading.Event()
+        # Wakes the port thread's select on a stop or a write fault, so that it
+        # can wait long while the line is quiet (an idle uart costs no CPU).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._port: serial.SerialBase | None = None
         self._port_lock = threading.Lock()
         self._wq: collections.deque[tuple[float, bytes]] = collections.deque()
@@ -281,7 +290,7 @@ class Uart(Service):
     def _on_port_message(self, parts: list[bytes]) -> None:
         kind = parts[0]
         if kind == _KIND_FRAMES:
-            frames = parts[1:]
+            frames = msgpack.unpackb(parts[1])
             self.counters["frames_in"] += len(frames)
             self.send(bus.RESOLVER, bus.OP_FRAMES, frames)
             return
@@ -368,8 +377,15 @@ class Uart(Service):
         data["deframer"] = self.deframer.counters()
         return data
 
+    def _wake_port_thread(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # already woken (buffer full) or closing
+
     def _shutdown(self) -> None:
         self._halt.set()
+        self._wake_port_thread()
         with self._wcond:
             self._wcond.notify_all()
         self._port_thread.join(JOIN_TIMEOUT_S)
@@ -377,6 +393,8 @@ class Uart(Service):
         for thread in (self._port_thread, self._writer):
             if thread.is_alive():
                 log.warning("thread did not stop name=%s", thread.name)
+        self._wake_r.close()
+        self._wake_w.close()
         self._sync_counters()
         log.info(
             "uart stopped frames_in=%d frames_out=%d unsent=%d",
@@ -391,7 +409,9 @@ class Uart(Service):
         return self._box.post(parts)
 
     def _post_frames(self, frames: list[bytes]) -> None:
-        if self._post([_KIND_FRAMES, *frames]):
+        # One part, not one per frame: pyzmq's per-part cost dominated the
+        # hand-off to the loop under load.
+        if self._post([_KIND_FRAMES, msgpack.packb(frames)]):
             return
         before = self._rx["rx_dropped"]
         self._rx["rx_dropped"] = before + len(frames)
@@ -477,6 +497,12 @@ class Uart(Service):
 
     def _read_until_fault(self, port: serial.SerialBase) -> str | None:
         """Read and deframe until the port fails (return why) or we stop (None)."""
+        try:
+            fd = port.fileno()
+        except Exception:  # URL ports (socket://, rfc2217://, loop://) may have none
+            fd = None
+        if fd is not None:
+            return self._select_until_fault(port, fd)
         deframer = self.deframer
         idle_gap = self.idle_gap
         last_rx = time.monotonic()
@@ -498,6 +524,52 @@ class Uart(Service):
                 frames = deframer.flush()
             else:
                 continue
+            if frames:
+                self._post_frames(frames)
+        return None
+
+    def _select_until_fault(self, port: serial.SerialBase, fd: int) -> str | None:
+        """``_read_until_fault`` for ports with a file descriptor.
+
+        Waits in select: as long as ``IDLE_WAIT_S`` while nothing is buffered,
+        only until the idle gap ends while a partial frame is pending; a stop
+        or a write fault wakes it at once through the wake pipe.
+        """
+        deframer = self.deframer
+        idle_gap = self.idle_gap
+        last_rx = time.monotonic()
+        rx = self._rx
+        wake = self._wake_r
+        while not self._halt.is_set():
+            fault = self._write_fault
+            if fault is not None:
+                return fault
+            if deframer.pending:
+                wait = max(0.0, idle_gap - (time.monotonic() - last_rx))
+            else:
+                wait = IDLE_WAIT_S
+            try:
+                ready, _, _ = select.select([fd, wake], [], [], wait)
+            except (OSError, ValueError) as exc:
+                return str(exc) or type(exc).__name__
+            if wake in ready:
+                try:
+                    while wake.recv(512):
+                        pass
+                except OSError:
+                    pass
+            frames: list[bytes] = []
+            if fd in ready:
+                try:
+                    data = port.read(port.in_waiting or 1)
+                except Exception as exc:  # any failure here is the port's
+                    return str(exc) or type(exc).__name__
+                if data:
+                    last_rx = time.monotonic()
+                    rx["bytes_in"] += len(data)
+                    frames = deframer.feed(data)
+            elif deframer.pending and time.monotonic() - last_rx >= idle_gap:
+                frames = deframer.flush()
             if frames:
                 self._post_frames(frames)
         return None
@@ -588,6 +660,7 @@ class Uart(Service):
                     stall_began, stall_timeouts = 0.0, 0
                     # The port thread closes and reopens it.
                     self._write_fault = f"write failed: {error}"
+                    self._wake_port_thread()
                     continue
             if sent >= len(frame):
                 with self._wcond:
