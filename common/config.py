@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,23 +197,52 @@ SCHEMA: dict[str, Any] = _obj(
     ("UART", "TCP_SERVER"),
 )
 
-_validate = fastjsonschema.compile(SCHEMA)
+GENERATED = Path(__file__).with_name("_config_schema.py")
 
 
-def _fill_defaults(schema: dict[str, Any], doc: dict[str, Any]) -> None:
-    """Put in every missing key that has a default, all the way down."""
+def generate_validator() -> str:
+    """The validator's source, generated from SCHEMA ahead of time.
+
+    Compiling SCHEMA at every start cost each process about 10 MB of memory
+    (fastjsonschema writes and compiles a large function); the generated
+    module is committed instead, and a test checks it matches SCHEMA.
+    Regenerate with ``python -m common.config --generate``.
+    """
+    code = fastjsonschema.compile_to_code(SCHEMA, use_default=False, detailed_exceptions=False)
+    header = (
+        "# Generated from common.config.SCHEMA by `python -m common.config --generate`.\n"
+        "# Do not edit; a test fails when it no longer matches SCHEMA.\n"
+        "# ruff: noqa\n"
+        "# mypy: ignore-errors\n"
+    )
+    return header + code
+
+
+from common import _config_schema  # noqa: E402
+
+_validate: Callable[[Any], Any] = _config_schema.validate  # generated, so untyped
+
+
+def _fill_defaults(schema: dict[str, Any], doc: dict[str, Any], path: tuple[str, ...] = ()) -> None:
+    """Put in every missing key that has a default, all the way down; a
+    missing required key is an error naming it."""
+    for key in schema.get("required", ()):
+        if key not in doc:
+            raise ConfigError(f"config key {'.'.join((*path, key))}: missing (it has no default)")
     for key, spec in schema.get("properties", {}).items():
         if key not in doc and "default" in spec:
             doc[key] = json.loads(json.dumps(spec["default"]))
         if spec.get("type") == "object" and isinstance(doc.get(key), dict):
-            _fill_defaults(spec, doc[key])
+            _fill_defaults(spec, doc[key], (*path, key))
 
 
-def _key_of(exc: fastjsonschema.JsonSchemaValueException) -> str:
-    parts = [str(p) for p in (exc.path or [])]
-    if parts and parts[0] == "data":
-        parts = parts[1:]
-    return ".".join(parts) or "(top level)"
+def _split_message(message: str) -> tuple[str, str]:
+    """``"data.UART.baudrate must be integer"`` -> ``("UART.baudrate", "must be integer")``."""
+    name, _, problem = message.partition(" ")
+    if not name.startswith("data"):
+        return "(top level)", message
+    key = re.sub(r"\[(\d+)\]", r".\1", name[len("data") :]).lstrip(".")
+    return key or "(top level)", problem
 
 
 def validate(doc: Any) -> dict[str, Any]:
@@ -223,10 +254,8 @@ def validate(doc: Any) -> dict[str, Any]:
     try:
         out = _validate(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
-        message = str(exc.message)
-        if exc.name and message.startswith(exc.name):
-            message = message[len(exc.name) :].strip()
-        raise ConfigError(f"config key {_key_of(exc)}: {message}") from None
+        key, problem = _split_message(str(exc.message))
+        raise ConfigError(f"config key {key}: {problem}") from None
     assert isinstance(out, dict)
     return out
 
@@ -272,6 +301,15 @@ def load(path: str | Path | None = None, run_directory: str | None = None) -> di
     return expanded
 
 
+def _main(argv: list[str]) -> int:
+    if argv == ["--generate"]:
+        GENERATED.write_text(generate_validator(), encoding="utf-8")
+        print(f"wrote {GENERATED.name}")
+        return 0
+    print("usage: python -m common.config --generate", file=sys.stderr)
+    return 2
+
+
 def load_or_exit(path: str | Path | None = None) -> dict[str, Any]:
     """``load``, but a bad file ends the process with the message and status 2."""
     try:
@@ -279,3 +317,7 @@ def load_or_exit(path: str | Path | None = None) -> dict[str, Any]:
     except ConfigError as exc:
         print(f"meterlink: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

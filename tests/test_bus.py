@@ -284,3 +284,20 @@ def test_tap_sees_routed_messages_with_filters_and_costs_nothing_when_off(stack,
     done = detached["broker"]["counters"]["pool.frames_out"]
     after = registry(probe, lambda r: r["broker"]["counters"]["pool.frames_out"] >= done + 3)
     assert after["broker"]["counters"]["tap.mirrored"] == before
+
+
+def test_generated_config_validator_matches_schema():
+    # The validator is generated ahead of time (it saves each process ~7 MB);
+    # after a change to SCHEMA, run `python -m common.config --generate`.
+    assert config.GENERATED.read_text(encoding="utf-8") == config.generate_validator()
+
+
+def test_missing_required_key_is_named(run_dir):
+    doc = base_config(run_dir)
+    del doc["TCP_SERVER"]["host"]
+    try:
+        config.validate(doc)
+    except config.ConfigError as exc:
+        assert str(exc) == "config key TCP_SERVER.host: missing (it has no default)"
+    else:
+        raise AssertionError("missing TCP_SERVER.host accepted")
