@@ -409,10 +409,10 @@ class GetResponse(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class TypedGetResponse(Message):
-    """Gateway -> meter typed GET response (C4): ``pid plen rid tag [len] value``."""
+class _Typed(Message):
+    """The typed layout ``pid plen rid tag [len] value``, shared by two messages."""
 
-    cmd: ClassVar[int] = CMD_GET_RESP
+    what: ClassVar[str] = "typed message"
     pid: int
     rid: int
     value: Value
@@ -427,7 +427,15 @@ class TypedGetResponse(Message):
 
     @classmethod
     def from_info(cls, info: bytes) -> Self:
-        return cls(*_parse_typed(info, "typed GET response"))
+        return cls(*_parse_typed(info, cls.what))
+
+
+@dataclass(frozen=True, slots=True)
+class TypedGetResponse(_Typed):
+    """Gateway -> meter typed GET response (C4): ``pid plen rid tag [len] value``."""
+
+    cmd: ClassVar[int] = CMD_GET_RESP
+    what: ClassVar[str] = "typed GET response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,25 +460,11 @@ class GetError(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class SetRequest(Message):
+class SetRequest(_Typed):
     """Meter -> gateway SET (C1): ``pid plen rid tag [len] value``."""
 
     cmd: ClassVar[int] = CMD_SET
-    pid: int
-    rid: int
-    value: Value
-
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
-        _check_u16("rid", self.rid)
-        _check_typed_value(self.value)
-
-    def to_info(self) -> bytes:
-        return _typed_body(self.pid, self.rid, self.value)
-
-    @classmethod
-    def from_info(cls, info: bytes) -> Self:
-        return cls(*_parse_typed(info, "SET"))
+    what: ClassVar[str] = "SET"
 
 
 @dataclass(frozen=True, slots=True)
