@@ -592,7 +592,7 @@ class Broker:
                 self._guarded(self._assign)
             now = time.monotonic()
             if now >= next_house:
-                next_house = now + bus.HEARTBEAT_INTERVAL / 2
+                next_house = now + bus.HEARTBEAT_INTERVAL
                 self._expire(now, time.time())
                 for name, pending in self.pending.items():
                     if pending:
