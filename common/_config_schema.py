@@ -4,7 +4,13 @@
 # mypy: ignore-errors
 VERSION = "2.22.3"
 from decimal import Decimal
-from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
+class JsonSchemaValueException(ValueError):
+    def __init__(self, message, **_):
+        super().__init__(message)
+        self.message = message
+
+
+JsonSchemaValuesException = JsonSchemaValueException
 
 
 NoneType = type(None)
