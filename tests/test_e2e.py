@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -329,35 +330,57 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_make_run_shows_traffic_between_the_simulators(run_dir):
-    """`make run` in this checkout, in its own run dir and HES port."""
+#: The issue's promise: from a fresh clone, traffic between the simulators
+#: within this many seconds of typing `make run` (venv creation included).
+MAKE_RUN_WITHIN_S = 30
+
+
+def test_make_run_from_a_fresh_clone_shows_traffic_within_30_seconds(run_dir):
+    """`make run` in a fresh clone of this repository (its committed HEAD):
+    creates .venv, installs, starts the stack with the simulators, and the
+    simulators' traffic shows, all within 30 s."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout: nothing to clone")
+    clone = run_dir / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=60)
+    stack_dir = run_dir / "r"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = json.loads((ROOT / "dev.json").read_text())
+    config = json.loads((clone / "dev.json").read_text())
     config["TCP_SERVER"]["port"] = port
     cfg_path = run_dir / "dev.json"
     cfg_path.write_text(json.dumps(config))
-    env = dict(os.environ, METERLINK_RUN_DIR=str(run_dir), METERLINK_CONFIG=str(cfg_path))
-    out = (run_dir / "make-run.out").open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    env.update(METERLINK_RUN_DIR=str(stack_dir), METERLINK_CONFIG=str(cfg_path))
+    out_path = run_dir / "make-run.out"
+    out = out_path.open("wb")
+    started = time.monotonic()
     proc = subprocess.Popen(
         ["make", "--no-print-directory", "run"],
-        cwd=ROOT,
+        cwd=clone,
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        text = lambda: (run_dir / "make-run.out").read_text(errors="replace")  # noqa: E731
-        wait_for(lambda: "hes_sim |" in text() and "meter_sim |" in text(), 30, "simulator output")
-        # The HES saw meter data and the meter saw the HES's request answered.
-        wait_for(lambda: _traffic_seen(run_dir), 30, "traffic between the simulators")
+        wait_for(
+            lambda: _traffic_seen(stack_dir) or proc.poll() is not None,
+            MAKE_RUN_WITHIN_S,
+            "traffic between the simulators after make run",
+        )
+        elapsed = time.monotonic() - started
+        text = out_path.read_text(errors="replace")
+        assert proc.poll() is None, f"make run ended early:\n{text[-3000:]}"
+        # The terminal shows the traffic too, not only the log files.
+        assert "hes_sim |" in text and "meter_sim |" in text
+        print(f"make run from a fresh clone: traffic after {elapsed:.1f}s")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
         out.close()
-    logs = run_dir / "logs"
+    logs = stack_dir / "logs"
     assert (logs / "broker.log").exists() and (logs / "uart.log").exists()
 
 
