@@ -270,7 +270,7 @@ class Broker:
         nframes = len(env.data)
         if self.tap_active:
             self._mirror(env.src, bus.RESOLVER, raw)
-        self.counters[f"route.{env.src}>resolver"] += 1
+        self._count_route(env.src, bus.RESOLVER)
         if (
             self.queued_frames + nframes > bus.POOL_BACKLOG_MAX
             or self.queued_bytes + len(raw) > bus.POOL_BACKLOG_MAX_BYTES

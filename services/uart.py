@@ -536,7 +536,9 @@ class Uart(Service):
         or a write fault wakes it at once through the wake pipe.
         """
         deframer = self.deframer
-        idle_gap = self.idle_gap
+        # Floor as for the read-timeout loop: a gap shorter than the pause inside
+        # one frame would flush every frame that arrives in two pieces.
+        idle_gap = max(self.idle_gap, READ_TIMEOUT_MIN_S)
         last_rx = time.monotonic()
         rx = self._rx
         wake = self._wake_r
