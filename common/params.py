@@ -388,9 +388,10 @@ class GetRequest(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class GetResponse(Message):
-    """Gateway -> meter untyped GET response (C4): ``pid plen data`` (LQI: ``03 80 01 xx``)."""
+class _PlenData(Message):
+    """The layout ``pid plen data``, shared by two messages."""
 
+    what: ClassVar[str] = "pid plen data"
     cmd: ClassVar[int] = CMD_GET_RESP
     pid: int
     data: bytes
@@ -404,8 +405,15 @@ class GetResponse(Message):
 
     @classmethod
     def from_info(cls, info: bytes) -> Self:
-        pid, data = _plen_body(info, "GET response")
+        pid, data = _plen_body(info, cls.what)
         return cls(pid, bytes(data))
+
+
+@dataclass(frozen=True, slots=True)
+class GetResponse(_PlenData):
+    """Gateway -> meter untyped GET response (C4): ``pid plen data`` (LQI: ``03 80 01 xx``)."""
+
+    what: ClassVar[str] = "GET response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,24 +582,10 @@ class MeterSet(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class MeterGetResponse(Message):
+class MeterGetResponse(_PlenData):
     """Meter -> gateway answer (C4) to the gateway's GET or SET: ``pid plen data``."""
 
-    cmd: ClassVar[int] = CMD_GET_RESP
-    pid: int
-    data: bytes
-
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
-        _check_bytes("data", self.data, 0xFF)
-
-    def to_info(self) -> bytes:
-        return _pid_bytes(self.pid) + bytes((len(self.data),)) + self.data
-
-    @classmethod
-    def from_info(cls, info: bytes) -> Self:
-        pid, data = _plen_body(info, "meter GET response")
-        return cls(pid, bytes(data))
+    what: ClassVar[str] = "meter GET response"
 
 
 # --- parsing whole frames ---------------------------------------------------------------
