@@ -150,10 +150,14 @@ class Broker:
         parts = [topic.encode(), self._envelope(bus.OP_EVENT, data)]
         if parts[0] in _STATE:
             self.last_values[parts[0]] = parts
+        self._broadcast(parts)
+
+    def _broadcast(self, parts: list[bytes], dropped: str = "events.dropped") -> None:
+        """Send on the event bus; a slow subscriber costs a counted drop, never a stall."""
         try:
             self.xpub.send_multipart(parts, flags=zmq.NOBLOCK)
         except zmq.Again:
-            self.counters["events.dropped"] += 1
+            self.counters[dropped] += 1
 
     # -- routing ---------------------------------------------------------------
 
@@ -206,12 +210,7 @@ class Broker:
 
     def _mirror(self, src: str, dst: str, env: bytes) -> None:
         self.counters["tap.mirrored"] += 1
-        try:
-            self.xpub.send_multipart(
-                [_TAP, _packb([src, dst, time.time(), env])], flags=zmq.NOBLOCK
-            )
-        except zmq.Again:
-            self.counters["tap.dropped"] += 1
+        self._broadcast([_TAP, _packb([src, dst, time.time(), env])], "tap.dropped")
 
     def _on_broker_in(self) -> None:
         for _ in range(2000):
@@ -454,10 +453,7 @@ class Broker:
                 return
             if parts[0] in _STATE:
                 self.last_values[parts[0]] = parts
-            try:
-                self.xpub.send_multipart(parts, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                self.counters["events.dropped"] += 1
+            self._broadcast(parts)
 
     def _on_xpub(self) -> None:
         for _ in range(2000):
@@ -472,10 +468,7 @@ class Broker:
                 self.subscriptions.add(topic)
                 for cached_topic, parts in list(self.last_values.items()):
                     if cached_topic.startswith(topic):
-                        try:
-                            self.xpub.send_multipart(parts, flags=zmq.NOBLOCK)
-                        except zmq.Again:
-                            pass
+                        self._broadcast(parts)
             elif msg[0] == 0:
                 self.subscriptions.discard(topic)
             was = self.tap_active
