@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import pytest
 from common import params, rfc1662
 from services.supervise import stack_env
 from tests.conftest import ROOT, base_config, wait_for
+from tests.hes_util import FakeHES
+from tests.pty_util import MeterPty
 
 SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
 SUPERVISORCTL = str(Path(sys.executable).parent / "supervisorctl")
@@ -33,52 +34,31 @@ CONF = str(ROOT / "supervisord.conf")
 
 
 class Meter:
-    """The test's meter: the master side of a pty whose slave the uart opens."""
+    """The test's meter: 0x2200/0x2100 frames over the shared pty double."""
 
     def __init__(self, link: Path) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        os.symlink(os.ttyname(self.slave), link)
+        self.pty = MeterPty(link)
         self.deframer = rfc1662.Deframer()
         self.frames: list[rfc1662.Frame] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        import select
-
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                return
-            with self._lock:
-                for raw in self.deframer.feed(data):
-                    self.frames.append(rfc1662.decode(raw))
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.master, view)
-            view = view[n:]
+        self.pty.write(data, timeout=120)
 
     def send(self, frame: rfc1662.Frame) -> None:
         self.write(rfc1662.encode(frame))
 
     def wait_frame(self, pred: Any, timeout: float = 10.0) -> rfc1662.Frame:
-        def find() -> rfc1662.Frame | None:
-            with self._lock:
-                for i, frame in enumerate(self.frames):
-                    if pred(frame):
-                        return self.frames.pop(i)
-            return None
-
-        return wait_for(find, timeout, "a matching frame from the gateway")
+        """The first frame from the gateway that matches ``pred`` (kept frames first)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, frame in enumerate(self.frames):
+                if pred(frame):
+                    return self.frames.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching frame from the gateway within {timeout}s")
+            for raw in self.deframer.feed(self.pty.read_some(min(left, 0.1))):
+                self.frames.append(rfc1662.decode(raw))
 
     def ask(self, frame: rfc1662.Frame, answer_cmd: int, timeout: float = 10.0) -> rfc1662.Frame:
         """Send a 0x2200 request; return the gateway's reply for the same pid."""
@@ -87,68 +67,26 @@ class Meter:
         return self.wait_frame(lambda f: f.cmd == answer_cmd and f.info[:2] == pid, timeout)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
-        os.close(self.master)
-        os.close(self.slave)
+        self.pty.close()
 
 
-class Hes:
-    """The test's head-end system: a TCP server on 127.0.0.1, port 0."""
+class Hes(FakeHES):
+    """The test's head-end system: the shared TCP double, listening on port 0."""
 
     def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.data = bytearray()
-        self.conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        import select
-
-        while not self._stop.is_set():
-            socks = [self.server, *self.conns]
-            try:
-                ready, _, _ = select.select(socks, [], [], 0.1)
-            except (OSError, ValueError):
-                return
-            for s in ready:
-                if s is self.server:
-                    conn, _ = self.server.accept()
-                    self.conns.append(conn)
-                    continue
-                try:
-                    chunk = s.recv(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    self.conns.remove(s)
-                    s.close()
-                    continue
-                with self._lock:
-                    self.data += chunk
-
-    def received(self) -> bytes:
-        with self._lock:
-            return bytes(self.data)
+        super().__init__()
+        self.start()
 
     def wait_bytes(self, n: int, timeout: float = 20.0) -> bytes:
-        wait_for(lambda: len(self.received()) >= n, timeout, f"{n} bytes at the HES")
-        return self.received()
+        wait_for(lambda: len(self.data()) >= n, timeout, f"{n} bytes at the HES")
+        return self.data()
 
     def send(self, data: bytes) -> None:
-        wait_for(lambda: self.conns, 15, "the gateway to connect to the HES")
-        self.conns[-1].sendall(data)
+        self.wait_connections(1, 15)
+        super().send(data)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
-        for c in self.conns:
-            c.close()
-        self.server.close()
+        self.stop()
 
 
 class Supervised:
