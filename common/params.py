@@ -49,6 +49,7 @@ __all__ = [
     "ACK_FAILED",
     "ACK_OK",
     "PARAM_NAMES",
+    "TAG_NAMES",
     "PID_DEVICE_NAME",
     "PID_FW_3007",
     "PID_FW_3008",
@@ -119,7 +120,8 @@ TAG_DATETIME: Final = 0x19  # date-time: 12 bytes
 _INT_SIZES: Final = {TAG_INT8U: 1, TAG_INT16U: 2, TAG_INT32U: 4}
 _LEN_PREFIXED: Final = (TAG_CHAR, TAG_STR)
 _DATETIME_LEN: Final = 12
-_TAG_NAMES: Final = {
+#: Type names as the wire-format document gives them, by tag.
+TAG_NAMES: Final = {
     TAG_CHAR: "CHAR",
     TAG_STR: "STR",
     TAG_INT8U: "INT8U",
@@ -144,18 +146,18 @@ class Value:
         tag, v = self.tag, self.value
         if tag in _INT_SIZES:
             if not isinstance(v, int) or isinstance(v, bool):
-                raise ParamError(f"{_TAG_NAMES[tag]} value must be an int, got {v!r}")
+                raise ParamError(f"{TAG_NAMES[tag]} value must be an int, got {v!r}")
             bits = 8 * _INT_SIZES[tag]
             if not 0 <= v < 1 << bits:
-                raise ParamError(f"{_TAG_NAMES[tag]} value {v} out of range 0..{(1 << bits) - 1}")
+                raise ParamError(f"{TAG_NAMES[tag]} value {v} out of range 0..{(1 << bits) - 1}")
         elif tag in _LEN_PREFIXED or tag == TAG_DATETIME:
             if not isinstance(v, bytes):
-                raise ParamError(f"{_TAG_NAMES[tag]} value must be bytes, got {v!r}")
+                raise ParamError(f"{TAG_NAMES[tag]} value must be bytes, got {v!r}")
             if tag == TAG_DATETIME:
                 if len(v) != _DATETIME_LEN:
                     raise ParamError(f"DATETIME value must be 12 bytes, got {len(v)}")
             elif len(v) > 0xFF:
-                raise ParamError(f"{_TAG_NAMES[tag]} value is {len(v)} bytes, max 255")
+                raise ParamError(f"{TAG_NAMES[tag]} value is {len(v)} bytes, max 255")
         else:
             raise ParamError(f"unknown value tag {tag!r}")
 
@@ -208,7 +210,7 @@ class Value:
         size = _INT_SIZES.get(tag)
         if size is not None:
             if len(buf) < 1 + size:
-                raise ParamError(f"{_TAG_NAMES[tag]} value needs {size} bytes, got {len(buf) - 1}")
+                raise ParamError(f"{TAG_NAMES[tag]} value needs {size} bytes, got {len(buf) - 1}")
             return cls(tag, int.from_bytes(buf[1 : 1 + size], "big")), buf[1 + size :]
         if tag == TAG_DATETIME:
             if len(buf) < 1 + _DATETIME_LEN:
@@ -216,11 +218,11 @@ class Value:
             return cls(tag, bytes(buf[1:13])), buf[13:]
         if tag in _LEN_PREFIXED:
             if len(buf) < 2:
-                raise ParamError(f"{_TAG_NAMES[tag]} value missing its length byte")
+                raise ParamError(f"{TAG_NAMES[tag]} value missing its length byte")
             n = buf[1]
             if len(buf) < 2 + n:
                 raise ParamError(
-                    f"{_TAG_NAMES[tag]} value says {n} bytes, only {len(buf) - 2} present"
+                    f"{TAG_NAMES[tag]} value says {n} bytes, only {len(buf) - 2} present"
                 )
             return cls(tag, bytes(buf[2 : 2 + n])), buf[2 + n :]
         raise ParamError(f"unknown value tag 0x{tag:02X}")

@@ -48,10 +48,7 @@ from typing import Any, Final
 
 from common.params import (
     TAG_CHAR,
-    TAG_DATETIME,
-    TAG_INT8U,
-    TAG_INT16U,
-    TAG_INT32U,
+    TAG_NAMES,
     TAG_STR,
     ParamError,
     Value,
@@ -77,14 +74,7 @@ FILE_VERSION: Final = 1
 #: it covers filesystems whose timestamps are coarse (2 s on FAT).
 RACY_WINDOW_NS: Final = 2_000_000_000
 
-TYPE_NAMES: Final[dict[int, str]] = {
-    TAG_CHAR: "CHAR",
-    TAG_STR: "STR",
-    TAG_INT8U: "INT8U",
-    TAG_INT16U: "INT16U",
-    TAG_INT32U: "INT32U",
-    TAG_DATETIME: "DATETIME",
-}
+TYPE_NAMES: Final = TAG_NAMES  # kept under this name for callers of the store
 
 _Sig = tuple[int, int, int]  # (mtime_ns, inode, size)
 

@@ -406,24 +406,6 @@ class Deframer:
     frames belongs to both.
     """
 
-    __slots__ = (
-        "profile",
-        "max_info",
-        "accm",
-        "_buf",
-        "_lead_used",
-        "_max_frame",
-        "frames",
-        "garbage_bytes",
-        "bad_fcs",
-        "bad_flag",
-        "oversize",
-        "bad_length",
-        "bad_header",
-        "bad_escape",
-        "truncated",
-    )
-
     COUNTERS: Final = (
         "frames",
         "garbage_bytes",
@@ -435,6 +417,8 @@ class Deframer:
         "bad_escape",
         "truncated",
     )
+
+    __slots__ = ("profile", "max_info", "accm", "_buf", "_lead_used", "_max_frame", *COUNTERS)
 
     def __init__(
         self,
