@@ -289,28 +289,22 @@ def _name(pid: int) -> str:
 
 @resolver.register(rfc1662.PROTO_PARAMS)
 def handle_2200(app: Any, frame: rfc1662.Frame) -> None:
-    """Module parameters: the meter's GET/SET/EVENT, and its answers to ours."""
+    """Module parameters: the meter's GET/SET/EVENT, and its answers to ours.
+
+    An exception here (a bug, or a reply UART.max_info cannot carry) is caught,
+    logged and counted (``frames.handler_error``) by the worker, like any
+    handler's, and costs only this frame.
+    """
     try:
-        try:
-            msg = params.parse_request(frame)
-        except params.ParamError as exc:
-            _on_malformed(app, frame, exc)
-            return
-        if isinstance(msg, params.GetRequest):
-            _on_get(app, frame, msg)
-        elif isinstance(msg, params.SetRequest):
-            _on_set(app, frame, msg)
-        elif isinstance(msg, params.Event):
-            _on_event(app, frame, msg)
-        else:
-            _on_meter_response(app, frame, msg)
-    except Exception:
-        # A bug or an impossible reply (e.g. UART.max_info too small for it): counted
-        # and logged here so that one bad frame never costs the worker anything else.
-        app.counters["params.handler_error"] += 1
-        log.exception(
-            "param frame failed protocol=%#06x cmd=%#04x len=%d",
-            frame.protocol,
-            frame.cmd,
-            len(frame.info),
-        )
+        msg = params.parse_request(frame)
+    except params.ParamError as exc:
+        _on_malformed(app, frame, exc)
+        return
+    if isinstance(msg, params.GetRequest):
+        _on_get(app, frame, msg)
+    elif isinstance(msg, params.SetRequest):
+        _on_set(app, frame, msg)
+    elif isinstance(msg, params.Event):
+        _on_event(app, frame, msg)
+    else:
+        _on_meter_response(app, frame, msg)
