@@ -16,7 +16,9 @@ Wire shapes (ZeroMQ multipart messages; every envelope is msgpack):
 - events, ``events.in`` (PUB -> XSUB) and ``events.out`` (XPUB -> SUB):
   ``[topic, envelope]``
 
-The envelope is the msgpack array ``[src, inst, seq, ts, op, data]``:
+The envelope is the msgpack array ``[src, inst, seq, ts, op, data]``, with an
+optional seventh element ``ref`` on messages that belong to an acknowledged
+stream (see ``common.delivery``):
 
 =====  ======  ===========================================================
 field  type    meaning
@@ -28,6 +30,13 @@ seq    int     per-source sequence number, counting from 0 for each inst
 ts     float   the sender's wall-clock time, seconds since the epoch
 op     str     the operation (see ``OPS``)
 data   any     the operation's data: msgpack types; frames are raw bytes
+ref    array   optional: ``[src, inst, n, base]``, the identity of the unit of
+               an acknowledged stream this message carries or derives from:
+               the stream's owner and instance, the unit's number ``n``
+               (0, 1, 2 ... per instance) and ``base``, the lowest unit the
+               owner still holds (so a receiver that never saw the stream
+               knows where it starts). A unit keeps its ref however often it
+               is sent and whichever process instance sends it.
 =====  ======  ===========================================================
 """
 
@@ -74,6 +83,8 @@ OP_SEND = "send"  # -> client: data = [payload bytes, ...] for the HES
 OP_WRITE = "write"  # -> uart: data = [raw frame bytes, ...] for the meter
 OP_HB = "hb"  # -> broker: data = {"pid", "started", "counters", ...}
 OP_EVENT = "event"  # a published event; data is the event's own
+OP_ACK = "ack"  # -> a stream's owner: data = [inst, n], units up to n are safe
+OP_NACK = "nack"  # -> a stream's owner: data = [inst, n], send again from unit n
 
 #: Operations whose data is a list that may be concatenated when consecutive
 #: messages go to the same destination (the pool batches them this way).
@@ -138,6 +149,38 @@ class Envelope:
     ts: float
     op: str
     data: Any
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A unit of an acknowledged stream: ``(src, inst)`` names the stream."""
+
+    src: str
+    inst: int
+    n: int
+    base: int
+
+    @property
+    def stream(self) -> tuple[str, int]:
+        return (self.src, self.inst)
+
+    def wire(self) -> list[Any]:
+        return [self.src, self.inst, self.n, self.base]
+
+
+def decode_ref(obj: Any) -> Ref:
+    """A ``ref`` from its wire form; EnvelopeError if it is not one."""
+    if (
+        not isinstance(obj, list)
+        or len(obj) != 4
+        or not isinstance(obj[0], str)
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in obj[1:])
+        or obj[2] < 0
+        or obj[3] < 0
+    ):
+        raise EnvelopeError("ref must be [src, inst, n >= 0, base >= 0]")
+    return Ref(obj[0], obj[1], obj[2], obj[3])
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -145,13 +188,21 @@ _packb = msgpack.Packer(use_bin_type=True).pack
 
 def encode(env: Envelope) -> bytes:
     """Encode an envelope; the one place the wire layout is written."""
-    raw: bytes = _packb([env.src, env.inst, env.seq, env.ts, env.op, env.data])
+    fields = [env.src, env.inst, env.seq, env.ts, env.op, env.data]
+    if env.ref is not None:
+        fields.append(env.ref.wire())
+    raw: bytes = _packb(fields)
     return raw
 
 
-def encode_parts(src: str, inst: int, seq: int, op: str, data: Any) -> bytes:
+def encode_parts(
+    src: str, inst: int, seq: int, op: str, data: Any, ref: list[Any] | None = None
+) -> bytes:
     """Encode without building an Envelope first (the hot path)."""
-    raw: bytes = _packb([src, inst, seq, time.time(), op, data])
+    if ref is None:
+        raw: bytes = _packb([src, inst, seq, time.time(), op, data])
+    else:
+        raw = _packb([src, inst, seq, time.time(), op, data, ref])
     return raw
 
 
@@ -161,16 +212,17 @@ def decode(raw: bytes) -> Envelope:
         obj = msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
         raise EnvelopeError(f"not msgpack: {type(exc).__name__} {exc}") from None
-    if not isinstance(obj, list) or len(obj) != 6:
-        raise EnvelopeError("not a 6-element envelope array")
-    src, inst, seq, ts, op, data = obj
+    if not isinstance(obj, list) or len(obj) not in (6, 7):
+        raise EnvelopeError("not a 6- or 7-element envelope array")
+    src, inst, seq, ts, op, data = obj[:6]
+    ref = decode_ref(obj[6]) if len(obj) == 7 else None
     if not isinstance(src, str) or not isinstance(op, str):
         raise EnvelopeError("src and op must be strings")
     if not isinstance(inst, int) or not isinstance(seq, int) or seq < 0:
         raise EnvelopeError("inst and seq must be integers, seq >= 0")
     if not isinstance(ts, (int, float)):
         raise EnvelopeError("ts must be a number")
-    return Envelope(src, inst, seq, float(ts), op, data)
+    return Envelope(src, inst, seq, float(ts), op, data, ref)
 
 
 def new_instance_id() -> int:

@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -34,6 +33,7 @@ import zmq
 
 from common import bus
 from common.config import load_or_exit
+from common.pool import Job, Pool, Release
 from common.service import Counters, Stopper, setup_logging
 
 log = logging.getLogger("meterlink.broker")
@@ -41,42 +41,6 @@ log = logging.getLogger("meterlink.broker")
 _packb = msgpack.Packer(use_bin_type=True).pack
 _TAP = bus.T_TAP.encode()
 _STATE = frozenset(t.encode() for t in bus.STATE_TOPICS)
-
-
-@dataclass(slots=True)
-class Job:
-    """Frames from one source message, waiting for or held by a worker."""
-
-    id: int
-    key: tuple[str, int]  # (src, inst): the ordering stream
-    ordinal: int  # position in that stream
-    env: bytes  # the source's envelope, forwarded untouched
-    nframes: int
-    attempts: int = 0
-    worker: bytes | None = None
-
-
-@dataclass(slots=True)
-class Worker:
-    ident: bytes
-    capacity: int
-    last_seen: float
-    pid: int = 0
-    inflight: dict[int, Job] = field(default_factory=dict)
-
-    @property
-    def credit(self) -> int:
-        return self.capacity - len(self.inflight)
-
-
-@dataclass(slots=True)
-class Stream:
-    """Release order for one source: results wait here until their turn."""
-
-    next_ordinal: int = 0  # the next ordinal to hand out
-    next_release: int = 0  # the next ordinal to release
-    done: dict[int, list[list[Any]] | None] = field(default_factory=dict)
-    last_active: float = 0.0
 
 
 class Broker:
@@ -116,14 +80,13 @@ class Broker:
         self.last_values: dict[bytes, list[bytes]] = {}
 
         self.registry: dict[tuple[str, int], dict[str, Any]] = {}
-        self.workers: dict[bytes, Worker] = {}
-        self.queue: collections.deque[Job] = collections.deque()
-        self.queued_frames = 0
-        self.queued_bytes = 0
-        self.jobs: dict[int, Job] = {}
-        self.streams: dict[tuple[str, int], Stream] = {}
-        self._rr = 0  # round-robin start for _next_worker
-        self._job_id = time.time_ns()  # increases across restarts: no id reuse
+        self.pool_state = Pool(
+            backlog_max_frames=bus.POOL_BACKLOG_MAX,
+            backlog_max_bytes=bus.POOL_BACKLOG_MAX_BYTES,
+            max_attempts=bus.POOL_MAX_ATTEMPTS,
+            liveness_s=bus.HEARTBEAT_INTERVAL * bus.LIVENESS,
+            first_job_id=time.time_ns(),  # increases across restarts: no id reuse
+        )
         self._unknown_logged: set[str] = set()
 
     # -- sockets -------------------------------------------------------------
@@ -141,10 +104,10 @@ class Broker:
         sock.bind(address)
         return sock
 
-    def _envelope(self, op: str, data: Any) -> bytes:
+    def _envelope(self, op: str, data: Any, ref: list[Any] | None = None) -> bytes:
         seq = self._seq
         self._seq += 1
-        return bus.encode_parts(bus.BROKER, self.inst, seq, op, data)
+        return bus.encode_parts(bus.BROKER, self.inst, seq, op, data, ref)
 
     def publish(self, topic: str, data: Any) -> None:
         parts = [topic.encode(), self._envelope(bus.OP_EVENT, data)]
@@ -255,7 +218,7 @@ class Broker:
                 entry[key_] = value
         if not isinstance(entry.get("pid"), int):
             entry["pid"] = 0
-        entry["last_seen"] = time.time()
+        entry["last_seen"] = time.monotonic()
         if fresh:
             self._publish_registry()
 
@@ -270,69 +233,28 @@ class Broker:
         if self.tap_active:
             self._mirror(env.src, bus.RESOLVER, raw)
         self._count_route(env.src, bus.RESOLVER)
-        if (
-            self.queued_frames + nframes > bus.POOL_BACKLOG_MAX
-            or self.queued_bytes + len(raw) > bus.POOL_BACKLOG_MAX_BYTES
-        ):
-            self.counters["drop.pool_backlog"] += nframes
+        ref = env.ref.wire() if env.ref is not None else None
+        # One stream per source name, not per instance: what a restarted uart
+        # sends again from its journal is released before what it reads anew.
+        if not self.pool_state.submit(env.src, raw, nframes, ref, time.monotonic()):
             log.warning("frames dropped reason=pool_backlog count=%d", nframes)
-            return
-        key = (env.src, env.inst)
-        stream = self.streams.get(key)
-        if stream is None:
-            stream = self.streams[key] = Stream()
-        stream.last_active = time.monotonic()
-        self._job_id += 1
-        job = Job(self._job_id, key, stream.next_ordinal, raw, nframes)
-        stream.next_ordinal += 1
-        self.jobs[job.id] = job
-        self.queue.append(job)
-        self.queued_frames += nframes
-        self.queued_bytes += len(raw)
-        self.counters["pool.frames_in"] += nframes
 
     def _assign(self) -> None:
-        while self.queue:
-            worker = self._next_worker()
-            if worker is None:
-                return
-            job = self.queue.popleft()
-            self.queued_frames -= job.nframes
-            self.queued_bytes -= len(job.env)
-            if job.id not in self.jobs:
-                continue  # completed by a worker we had given up on
-            try:
-                self.pool.send_multipart(
-                    [worker.ident, bus.KIND_JOB, job.id.to_bytes(8, "big"), job.env],
-                    flags=zmq.NOBLOCK,
-                )
-            except (zmq.Again, zmq.ZMQError) as exc:
-                # Unreachable (gone) or full: put the job back, forget the worker.
-                self.queue.appendleft(job)
-                self.queued_frames += job.nframes
-                self.queued_bytes += len(job.env)
-                log.warning("worker unreachable ident=%s error=%s", worker.ident.hex(), exc)
-                self._worker_gone(worker)
-                continue
-            job.attempts += 1
-            job.worker = worker.ident
-            worker.inflight[job.id] = job
+        self.pool_state.assign(self._send_job)
 
-    def _next_worker(self) -> Worker | None:
-        """The worker with the most credit; ties go round, so that at low
-        rates every worker takes its share instead of always the first."""
-        best: Worker | None = None
-        workers = list(self.workers.values())
-        n = len(workers)
-        for k in range(n):
-            w = workers[(self._rr + k) % n]
-            if w.credit > 0 and (best is None or w.credit > best.credit):
-                best = w
-        if best is not None:
-            self._rr = (workers.index(best) + 1) % n
-        return best
+    def _send_job(self, ident: bytes, job: Job) -> bool:
+        try:
+            self.pool.send_multipart(
+                [ident, bus.KIND_JOB, job.id.to_bytes(8, "big"), job.env], flags=zmq.NOBLOCK
+            )
+            return True
+        except (zmq.Again, zmq.ZMQError) as exc:
+            # Unreachable (gone) or full: the pool puts the job back and forgets the worker.
+            log.warning("worker unreachable ident=%s error=%s", ident.hex(), exc)
+            return False
 
     def _on_pool(self) -> None:
+        pool = self.pool_state
         for _ in range(2000):
             try:
                 parts = self.pool.recv_multipart(flags=zmq.NOBLOCK)
@@ -343,11 +265,8 @@ class Broker:
                 continue
             ident, kind = parts[0], parts[1]
             now = time.monotonic()
-            worker = self.workers.get(ident)
             if kind == bus.KIND_RESULT and len(parts) == 4:
-                if worker is not None:
-                    worker.last_seen = now
-                self._result(worker, int.from_bytes(parts[2], "big"), parts[3])
+                self._result(ident, int.from_bytes(parts[2], "big"), parts[3], now)
             elif kind in (bus.KIND_READY, bus.KIND_HB):
                 try:
                     env = bus.decode(parts[2])
@@ -362,29 +281,18 @@ class Broker:
                     log.warning("worker message dropped reason=bad_fields ident=%r", ident)
                     continue
                 capacity = max(1, min(capacity, bus.POOL_CAPACITY_MAX))
-                if worker is None or kind == bus.KIND_READY:
-                    if worker is not None:  # restarted with the same identity
-                        self._worker_gone(worker)
-                    worker = self.workers[ident] = Worker(ident, capacity, now)
+                if kind == bus.KIND_READY or not pool.worker_seen(ident, now, capacity):
+                    self._lost_jobs(ident, pool.workers.get(ident))
+                    self._release(pool.worker_ready(ident, capacity, pid, now))
                     log.info(
                         "worker up ident=%s pid=%s", ident.decode(errors="replace"), data.get("pid")
                     )
-                worker.last_seen = now
-                worker.pid = pid
                 if kind == bus.KIND_HB:
                     self._heartbeat(env.src, env.inst, data)
             else:
                 self.counters["drop.bad_message"] += 1
 
-    def _result(self, worker: Worker | None, job_id: int, raw: bytes) -> None:
-        job = self.jobs.get(job_id)
-        if worker is not None:
-            worker.inflight.pop(job_id, None)
-        if job is None:
-            # Released already (a slow worker answering after a redelivery),
-            # or from before a broker restart: never release twice.
-            self.counters["pool.duplicate_results"] += 1
-            return
+    def _result(self, ident: bytes, job_id: int, raw: bytes, now: float) -> None:
         try:
             out = msgpack.unpackb(raw, raw=False)
             if not isinstance(out, list):
@@ -393,55 +301,40 @@ class Broker:
             self.counters["drop.bad_result"] += 1
             log.warning("result dropped reason=bad_result job=%d error=%s", job_id, exc)
             out = None
-        if job.worker is not None and job.worker != (worker.ident if worker else None):
-            other = self.workers.get(job.worker)
-            if other is not None:
-                other.inflight.pop(job_id, None)
-        self._complete(job, out)
+        self._release(self.pool_state.result(ident, job_id, out, now))
 
-    def _complete(self, job: Job, out: list[list[Any]] | None) -> None:
-        del self.jobs[job.id]
-        stream = self.streams[job.key]
-        stream.done[job.ordinal] = out
-        self.counters["pool.frames_out"] += job.nframes
-        while stream.next_release in stream.done:
-            outputs = stream.done.pop(stream.next_release)
-            stream.next_release += 1
-            if outputs:
-                for item in outputs:
-                    if (
-                        isinstance(item, list)
-                        and len(item) == 2
-                        and isinstance(item[0], str)
-                        and isinstance(item[1], bytes)
-                    ):
-                        self.route(item[0], item[1], bus.RESOLVER)
-                    else:
-                        self.counters["drop.bad_result"] += 1
+    def _release(self, released: list[Release]) -> None:
+        """Route released results, in their stream's order.
 
-    def _worker_gone(self, worker: Worker) -> None:
-        self.workers.pop(worker.ident, None)
-        if not worker.inflight:
-            return
-        jobs = sorted(worker.inflight.values(), key=lambda j: (j.key, j.ordinal))
-        log.warning(
-            "worker lost ident=%s pid=%d jobs_requeued=%d",
-            worker.ident.decode(errors="replace"),
-            worker.pid,
-            len(jobs),
-        )
-        for job in reversed(jobs):
-            job.worker = None
-            if job.attempts >= bus.POOL_MAX_ATTEMPTS:
-                self.counters["drop.pool_attempts"] += job.nframes
-                log.warning("frames dropped reason=attempts job=%d count=%d", job.id, job.nframes)
-                self._complete(job, None)
+        A job released empty (it failed on every worker, or its result did not
+        decode) still tells the client that its unit is done, so that the
+        stream goes on; the frames are counted as dropped by the pool.
+        """
+        for job, outputs in released:
+            if not outputs:
+                if outputs is None and job.ref is not None:
+                    env = self._envelope(bus.OP_SEND, [], job.ref)
+                    self.route(bus.CLIENT, env, bus.BROKER)
                 continue
-            self.counters["pool.redelivered"] += 1
-            self.queue.appendleft(job)
-            self.queued_frames += job.nframes
-            self.queued_bytes += len(job.env)
-        worker.inflight.clear()
+            for item in outputs:
+                if (
+                    isinstance(item, list)
+                    and len(item) == 2
+                    and isinstance(item[0], str)
+                    and isinstance(item[1], bytes)
+                ):
+                    self.route(item[0], item[1], bus.RESOLVER)
+                else:
+                    self.counters["drop.bad_result"] += 1
+
+    def _lost_jobs(self, ident: bytes, worker: Any) -> None:
+        if worker is not None and worker.inflight:
+            log.warning(
+                "worker lost ident=%s pid=%d jobs_requeued=%d",
+                ident.decode(errors="replace"),
+                worker.pid,
+                len(worker.inflight),
+            )
 
     # -- events and tap -------------------------------------------------------------
 
@@ -480,40 +373,43 @@ class Broker:
 
     # -- housekeeping -----------------------------------------------------------------
 
-    def _expire(self, now_mono: float, now: float) -> None:
+    def _expire(self, now: float) -> None:
+        """Forget silent workers and services; monotonic time, so a step of
+        the wall clock neither buries live services nor keeps dead ones."""
         limit = bus.HEARTBEAT_INTERVAL * bus.LIVENESS
-        for worker in list(self.workers.values()):
-            if now_mono - worker.last_seen > limit:
-                self._worker_gone(worker)
+        pool = self.pool_state
+        for ident, worker in list(pool.workers.items()):
+            if now - worker.last_seen > limit:
+                self._lost_jobs(ident, worker)
+        _gone, released = pool.expire(now)
+        self._release(released)
         gone = [k for k, e in self.registry.items() if now - e["last_seen"] > limit]
         for key in gone:
             log.warning("service gone name=%s pid=%s", key[0], self.registry[key].get("pid"))
             del self.registry[key]
         if gone:
             self._publish_registry()
-        for key, stream in list(self.streams.items()):
-            idle = now_mono - stream.last_active > 60
-            if idle and not stream.done and stream.next_release == stream.next_ordinal:
-                del self.streams[key]
 
     def registry_data(self) -> dict[str, Any]:
-        now = time.time()
+        now = time.monotonic()
+        pool = self.pool_state
         services = []
         for entry in sorted(self.registry.values(), key=lambda e: (e["name"], e["inst"])):
-            item = dict(entry)
+            item = {k: v for k, v in entry.items() if k != "last_seen"}
             item["age"] = round(now - entry["last_seen"], 3)
             services.append(item)
         return {
             "broker": {
                 "pid": os.getpid(),
+                "inst": self.inst,
                 "started": self.started,
-                "counters": dict(self.counters),
+                "counters": {**self.counters, **self.pool_state.counters},
                 "pending": {k: len(v) for k, v in self.pending.items() if v},
                 "pool": {
-                    "workers": len(self.workers),
-                    "queued_jobs": len(self.queue),
-                    "queued_frames": self.queued_frames,
-                    "inflight_jobs": sum(len(w.inflight) for w in self.workers.values()),
+                    "workers": len(pool.workers),
+                    "queued_jobs": len(pool.queue),
+                    "queued_frames": pool.queued_frames,
+                    "inflight_jobs": pool.inflight_jobs,
                 },
                 "tap": self.tap_active,
             },
@@ -581,12 +477,12 @@ class Broker:
                     self._flush_pending(self._inbox_names[sock])
                 elif sock == self._wake_fd:
                     self._stop.drain()
-            if self.queue:
+            if self.pool_state.queue:
                 self._guarded(self._assign)
             now = time.monotonic()
             if now >= next_house:
                 next_house = now + bus.HEARTBEAT_INTERVAL
-                self._expire(now, time.time())
+                self._expire(now)
                 for name, pending in self.pending.items():
                     if pending:
                         self._flush_pending(name)
