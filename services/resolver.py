@@ -187,31 +187,47 @@ class Worker(Service):
             captured = self._capture
         finally:
             self._capture = None
+        ref = env.ref.wire() if env.ref is not None else None
+        if ref is not None and not any(
+            dst == bus.CLIENT and op == bus.OP_SEND for dst, op, _ in captured
+        ):
+            # Every unit of an acknowledged stream reaches the client, empty if
+            # its frames had nothing for the HES: the client acknowledges
+            # units in order, and a missing one would look like a loss.
+            captured.append([bus.CLIENT, bus.OP_SEND, []])
         try:
-            return [[dst, self.envelope(op, data)] for dst, op, data in captured]
+            return [[dst, self.envelope(op, data, ref)] for dst, op, data in captured]
         except (TypeError, ValueError, OverflowError):
-            return self._encode_each(captured)
+            return self._encode_each(captured, ref)
 
-    def _encode_each(self, captured: list[list[Any]]) -> list[list[Any]]:
+    def _encode_each(self, captured: list[list[Any]], ref: list[Any] | None) -> list[list[Any]]:
         """Something a handler sent does not encode: keep every item that does.
 
-        Batched lists are split so that one bad item costs only itself.
+        Items of a batched list are tried one by one, so that one bad item
+        costs only itself; those that encode still go as one message.
         """
         out: list[list[Any]] = []
         for dst, op, data in captured:
-            items = [[x] for x in data] if op in bus.BATCHABLE_OPS else [data]
-            for item in items:
-                try:
-                    out.append([dst, self.envelope(op, item)])
-                except (TypeError, ValueError, OverflowError) as exc:
-                    self.count_drop(
-                        "frames.handler_error",
-                        "handler output dropped reason=not_encodable dst=%s op=%s error=%r",
-                        dst,
-                        op,
-                        str(exc),
-                    )
+            if op in bus.BATCHABLE_OPS:
+                good = [x for x in data if self._encodes(dst, op, x)]
+                out.append([dst, self.envelope(op, good, ref)])
+            elif self._encodes(dst, op, data):
+                out.append([dst, self.envelope(op, data, ref)])
         return out
+
+    def _encodes(self, dst: str, op: str, data: Any) -> bool:
+        try:
+            _packb(data)
+            return True
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.count_drop(
+                "frames.handler_error",
+                "handler output dropped reason=not_encodable dst=%s op=%s error=%r",
+                dst,
+                op,
+                str(exc),
+            )
+            return False
 
     def handle_frame(self, raw: Any) -> None:
         self.counters["frames"] += 1
@@ -241,15 +257,22 @@ class Worker(Service):
                 len(frame.info),
             )
 
-    def send(self, dst: str, op: str, data: Any) -> None:
-        """Inside a job, collect what handlers send; outside, send at once."""
+    def send(self, dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
+        """Inside a job, collect what handlers send; outside, send at once.
+
+        Inside a job, batchable operations (``send``, ``write``) to one
+        destination become one message, in the order sent: the client takes
+        one ``send`` per unit of the uplink stream.
+        """
         capture = self._capture
         if capture is None:
-            super().send(dst, op, data)
+            super().send(dst, op, data, ref)
             return
-        if op in bus.BATCHABLE_OPS and capture and capture[-1][0] == dst and capture[-1][1] == op:
-            capture[-1][2].extend(data)
-        elif op in bus.BATCHABLE_OPS:
+        if op in bus.BATCHABLE_OPS:
+            for item in capture:
+                if item[0] == dst and item[1] == op:
+                    item[2].extend(data)
+                    return
             capture.append([dst, op, list(data)])
         else:
             capture.append([dst, op, data])
