@@ -71,7 +71,8 @@ try:
 except ImportError:  # not a posix system: every port goes through write()
     _PosixSerial = None
 
-from common import bus, rfc1662
+from common import bus, delivery, rfc1662
+from common.journal import Journal, JournalError
 from common.service import Service, main_for
 
 log = logging.getLogger("meterlink.uart")
@@ -84,10 +85,26 @@ READ_TIMEOUT_MIN_S = 0.002
 #: Longest the port thread waits in select while no partial frame is pending
 #: (ports with a file descriptor; a stop or write fault wakes it earlier).
 IDLE_WAIT_S = 1.0
-#: Frames held for the meter (while the port is closed or the line is slow).
+#: The gateway's own frames for the meter (0x2200 replies...) held while the
+#: port is closed or the line is slow: their own lane, never behind HES data.
 WRITE_QUEUE_MAX = 1000
-#: A frame for the meter older than this when its turn comes is dropped.
+#: ... and bytes.
+WRITE_QUEUE_MAX_BYTES = 1024 * 1024
+#: HES data held for the meter, bytes. The client holds at most its downlink
+#: window unacknowledged, so this bound is only reached by a misbehaving sender;
+#: what it refuses is not acknowledged and comes again.
+HES_QUEUE_MAX_BYTES = 4 * 1024 * 1024
+#: A gateway frame for the meter older than this when its turn comes is
+#: dropped (an answer that late answers nothing). HES data is never dropped.
 WRITE_HOLD_MAX_S = 60.0
+#: While the device path does not exist, look for it this often (a replugged
+#: USB adapter is in use again well within 2 s, whatever the back-off).
+PORT_WATCH_S = 0.25
+#: While the held uplink is at its bound the port thread looks again this often.
+HOLD_WAIT_S = 0.05
+#: How often the loop checks the resend timer and the journal's fsync policy.
+DELIVERY_TICK_S = 0.25
+JOURNAL_FILE = "uart-journal.bin"  # in the run directory
 #: Write timeout: this much, plus WRITE_TIMEOUT_FACTOR times the line time of
 #: a maximal frame, with no byte accepted before a write counts as stalled
 #: (flow control held off).
@@ -116,6 +133,9 @@ OPEN_FAIL_LOG_EVERY = 20
 _KIND_FRAMES = b"frames"
 _KIND_OPEN = b"open"
 _KIND_LOST = b"lost"
+_KIND_WRITTEN = b"written"
+_LANE_GW = 0  # the gateway's own frames
+_LANE_HES = 1  # HES data, acknowledged to the client once written
 
 _PARITY: dict[Any, str] = {
     # The reference solution's numbers ...
@@ -188,7 +208,7 @@ def open_port(url: str, settings: Mapping[str, Any], rs485: bool) -> tuple[seria
     kwargs = dict(settings)
     if not is_url(url):
         kwargs["exclusive"] = True  # two processes on one meter garble both
-    port = serial.serial_for_url(url, do_not_open=True, **kwargs)
+    port = _make_port(url, kwargs)
     if not rs485:
         port.open()
         return port, "off"
@@ -198,17 +218,61 @@ def open_port(url: str, settings: Mapping[str, Any], rs485: bool) -> tuple[seria
         return port, "on"
     except ValueError as exc:  # pyserial: "Failed to set RS485 mode: ..."
         log.warning("rs485 not supported port=%s error=%r action=open_without_rs485", url, str(exc))
-    port = serial.serial_for_url(url, do_not_open=True, **kwargs)
+    port = _make_port(url, kwargs)
     port.open()
     return port, "unsupported"
+
+
+if _PosixSerial is not None:
+
+    class KeepInputSerial(_PosixSerial):  # type: ignore[misc,valid-type]
+        """A posix port whose ``open()`` keeps what the kernel holds for it.
+
+        pyserial's ``open()`` flushes the input queue (``TCIFLUSH``): bytes
+        the meter sent while the uart was restarting, or while the port was
+        being reopened, would be thrown away. Only that flush is skipped;
+        ``reset_input_buffer()`` called later still flushes.
+        """
+
+        _opening = False
+
+        def open(self) -> None:
+            self._opening = True
+            try:
+                super().open()
+            finally:
+                self._opening = False
+
+        def _reset_input_buffer(self) -> None:
+            if not self._opening:
+                super()._reset_input_buffer()
+
+
+def _make_port(url: str, kwargs: dict[str, Any]) -> serial.SerialBase:
+    """A closed port for ``url``: a device path opens without flushing its input."""
+    if _PosixSerial is not None and not is_url(url):
+        port = KeepInputSerial(None, **kwargs)
+        port.port = url
+        return port
+    return serial.serial_for_url(url, do_not_open=True, **kwargs)
 
 
 class Uart(Service):
     """The ``uart`` process; see the module docstring."""
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(bus.UART, config, **kwargs)
         cfg = config["UART"]
+        jcfg = cfg["journal"]
+        # The journal before any socket: a uart that cannot keep frames safe
+        # does not start (and says why).
+        journal = Journal(
+            os.path.join(config["_run_dir"], JOURNAL_FILE),
+            fsync=jcfg["fsync"],
+            fsync_interval_s=float(jcfg["fsync_interval_s"]),
+        )
+        replay = journal.open()
+        super().__init__(bus.UART, config, **kwargs)
+        self.journal = journal
         self.port_name: str = cfg["port"]
         self.rs485: bool = cfg["rs485"]
         self.idle_gap = cfg["idle_gap_ms"] / 1000.0
@@ -227,6 +291,24 @@ class Uart(Service):
         self.write_timeout = WRITE_TIMEOUT_MIN_S + WRITE_TIMEOUT_FACTOR * line_time
         self.settings["write_timeout"] = self.write_timeout
 
+        # Acknowledged delivery. Uplink: every batch of frames is a unit,
+        # journaled by the port thread before it is posted to the loop, held
+        # until the client acknowledges it. _jlock guards the journal and
+        # self.up (the port thread appends, the loop acknowledges and resends).
+        self._jlock = threading.Lock()
+        now = time.monotonic()
+        self.up: delivery.Sender[list[bytes]] = delivery.Sender(
+            bus.UART, self.inst, int(jcfg["max_bytes"])
+        )
+        for inst, n, frames in replay.units:
+            self.up.adopt(inst, n, frames, sum(map(len, frames)), now)
+        # Downlink: HES data from the client, written once, in order.
+        self.down = delivery.Receiver()
+        for (src, inst), n in replay.marks.items():
+            self.down.load(src, inst, n)
+        self._replay = replay
+        self._peers: dict[str, int] = {}  # broker / client instance last seen
+
         # Shared with the threads. _port is set and cleared only by the port
         # thread, under _port_lock, which the writer holds while it writes:
         # so the port is never closed under a write.
@@ -238,7 +320,14 @@ class Uart(Service):
         self._wake_w.setblocking(False)
         self._port: serial.SerialBase | None = None
         self._port_lock = threading.Lock()
-        self._wq: collections.deque[tuple[float, bytes]] = collections.deque()
+        # Two lanes for the meter: the gateway's own frames first, then HES
+        # data; items are (queued_at, frame, done) where done is the
+        # (src, inst, n) of an HES unit whose last frame this is.
+        self._wq: tuple[collections.deque[Any], collections.deque[Any]] = (
+            collections.deque(),
+            collections.deque(),
+        )
+        self._wq_bytes = [0, 0]
         self._wcond = threading.Condition()
         self._write_fault: str | None = None
         self.rs485_state = "off"
@@ -247,7 +336,13 @@ class Uart(Service):
         self.fail_attempts = 0
 
         # Port-thread counts (written only there).
-        self._rx = {"bytes_in": 0, "rx_dropped": 0, "open_failures": 0, "reopens": 0}
+        self._rx = {
+            "bytes_in": 0,
+            "rx_dropped": 0,
+            "open_failures": 0,
+            "reopens": 0,
+            "held_waits": 0,
+        }
         # Writer counts (written only there).
         self._tx = {
             "frames_out": 0,
@@ -260,8 +355,14 @@ class Uart(Service):
         self._box = self.thread_inbox("serial", self._on_port_message)
         self._port_thread = threading.Thread(target=self._run_port, name="uart-port", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="uart-writer", daemon=True)
+        self.add_thread(self._port_thread)
+        self.add_thread(self._writer)
         self.on(bus.OP_WRITE)(self._on_write)
+        self.on(bus.OP_ACK)(self._on_ack)
+        self.on(bus.OP_NACK)(self._on_nack)
+        self.on_event(bus.T_REGISTRY)(self._on_registry)
         self.every(STATUS_INTERVAL_S, self.publish_status, first=STATUS_FIRST_S)
+        self.every(DELIVERY_TICK_S, self._delivery_tick)
         self.on_close(self._shutdown)
 
     # -- the loop side -------------------------------------------------------------
@@ -279,6 +380,17 @@ class Uart(Service):
             self.rs485,
             self.idle_gap * 1000,
         )
+        replay = self._replay
+        if replay.torn_bytes:
+            log.warning("journal torn record cut off bytes=%d", replay.torn_bytes)
+        if self.up.held:
+            log.info(
+                "journal replay units=%d frames=%d bytes=%d",
+                len(self.up.held),
+                sum(len(u.item) for u in self.up.held),
+                self.up.held_bytes,
+            )
+            self._resend(self.up.resend_all(time.monotonic()), "journal")
         self.publish_status()
         self._port_thread.start()
         self._writer.start()
@@ -290,9 +402,17 @@ class Uart(Service):
     def _on_port_message(self, parts: list[bytes]) -> None:
         kind = parts[0]
         if kind == _KIND_FRAMES:
+            n = int(parts[2])
             frames = msgpack.unpackb(parts[1])
             self.counters["frames_in"] += len(frames)
-            self.send(bus.RESOLVER, bus.OP_FRAMES, frames)
+            with self._jlock:
+                ref = [bus.UART, self.inst, n, self.up.base(self.inst)]
+            self.send(bus.RESOLVER, bus.OP_FRAMES, frames, ref)
+            return
+        if kind == _KIND_WRITTEN:
+            for src, inst, n in msgpack.unpackb(parts[1], raw=False):
+                if self.down.made_durable(src, inst, n):
+                    self.send(src, bus.OP_ACK, [inst, self.down.durable(src, inst)])
             return
         try:
             info = msgpack.unpackb(parts[1], raw=False) if len(parts) > 1 else {}
@@ -316,32 +436,147 @@ class Uart(Service):
             self.publish(bus.T_SERIAL_LOST, {"port": self.port_name, **info})
         self.publish_status()
 
+    # -- uplink delivery -------------------------------------------------------------
+
+    def _on_ack(self, env: bus.Envelope) -> None:
+        inst, n = delivery.inst_n(env.data)
+        now = time.monotonic()
+        with self._jlock:
+            released = self.up.ack(inst, n, now)
+            if not released:
+                return
+            self.journal.ack(inst, n)
+            if self.journal.wants_compaction(self.up.held_bytes):
+                self.journal.compact(
+                    [(u.inst, u.n, u.item) for u in self.up.held],
+                    {(src, inst): n for src, inst, n in self.down.marks()},
+                )
+        self.counters["units_acked"] += len(released)
+        self._wake_port_thread()  # room again, if it was waiting for some
+
+    def _on_nack(self, env: bus.Envelope) -> None:
+        inst, n = delivery.inst_n(env.data)
+        with self._jlock:
+            units = self.up.resend_from(inst, n, time.monotonic())
+        self._resend(units, "nack")
+
+    def _on_registry(self, _topic: str, env: bus.Envelope) -> None:
+        """A restarted broker or client lost what it held for us: send it again."""
+        data = env.data if isinstance(env.data, dict) else {}
+        seen: dict[str, int] = {}
+        broker = data.get("broker")
+        if isinstance(broker, dict) and isinstance(broker.get("inst"), int):
+            seen[bus.BROKER] = broker["inst"]
+        for svc in data.get("services") or ():
+            if isinstance(svc, dict) and svc.get("name") == bus.CLIENT:
+                if isinstance(svc.get("inst"), int):
+                    seen[bus.CLIENT] = max(svc["inst"], seen.get(bus.CLIENT, 0))
+        for name, inst in seen.items():
+            before = self._peers.get(name)
+            self._peers[name] = inst
+            if before is not None and before != inst:
+                with self._jlock:
+                    units = self.up.resend_all(time.monotonic())
+                self._resend(units, f"{name}_restarted")
+
+    def _delivery_tick(self) -> None:
+        now = time.monotonic()
+        with self._jlock:
+            units = self.up.resend_all(now) if self.up.due(now) else []
+            self.journal.tick()
+        self._resend(units, "no_ack")
+
+    def _resend(self, units: list[delivery.Unit[list[bytes]]], reason: str) -> None:
+        if not units:
+            return
+        self.counters["units_resent"] += len(units)
+        self.count_drop(
+            "resends",
+            "uplink resend reason=%s units=%d first=%d:%d",
+            reason,
+            len(units),
+            units[0].inst,
+            units[0].n,
+        )
+        for unit in units:
+            with self._jlock:
+                ref = self.up.ref(unit)
+            self.send(bus.RESOLVER, bus.OP_FRAMES, unit.item, ref)
+
+    # -- downlink ----------------------------------------------------------------------
+
     def _on_write(self, env: bus.Envelope) -> None:
         data = env.data
         if not isinstance(data, list):
             data = [data]  # one frame outside a list, or junk: each is checked below
+        frames: list[bytes] = []
+        for frame in data:
+            if not isinstance(frame, bytes) or not frame:
+                self.count_drop(
+                    "write_bad",
+                    "write dropped reason=%s type=%s src=%s",
+                    "empty" if isinstance(frame, bytes) else "not_bytes",
+                    type(frame).__name__,
+                    env.src,
+                )
+                continue
+            frames.append(frame)
+        ref = env.ref
+        if ref is None:
+            self._enqueue(_LANE_GW, frames, None)
+            return
+        verdict = self.down.offer(ref.src, ref.inst, ref.n, ref.base)
+        if verdict is delivery.Verdict.DUPLICATE:
+            self.counters["downlink.duplicates"] += 1
+            durable = self.down.durable(ref.src, ref.inst)
+            if durable >= 0:
+                self.send(ref.src, bus.OP_ACK, [ref.inst, durable])
+            return
+        if verdict is delivery.Verdict.GAP:
+            self.counters["downlink.gaps"] += 1
+            want = self.down.nack_due(ref.src, ref.inst, time.monotonic())
+            if want is not None:
+                self.send(ref.src, bus.OP_NACK, [ref.inst, want])
+            return
+        if not frames:  # nothing to write: written at once
+            self._posted_written([[ref.src, ref.inst, ref.n]])
+            return
+        self._enqueue(_LANE_HES, frames, (ref.src, ref.inst, ref.n))
+
+    def _posted_written(self, done: list[list[Any]]) -> None:
+        self._on_port_message([_KIND_WRITTEN, msgpack.packb(done)])
+
+    def _enqueue(self, lane: int, frames: list[bytes], done: tuple[str, int, int] | None) -> None:
         now = time.monotonic()
+        size = sum(map(len, frames))
         with self._wcond:
-            for frame in data:
-                if not isinstance(frame, bytes) or not frame:
-                    self.count_drop(
-                        "write_bad",
-                        "write dropped reason=%s type=%s src=%s",
-                        "empty" if isinstance(frame, bytes) else "not_bytes",
-                        type(frame).__name__,
-                        env.src,
-                    )
-                    continue
-                if len(self._wq) >= WRITE_QUEUE_MAX:
-                    self.count_drop(
-                        "write_dropped",
-                        "write dropped reason=queue_full len=%d queued=%d open=%s",
-                        len(frame),
-                        len(self._wq),
-                        self.is_open,
-                    )
-                    continue
-                self._wq.append((now, frame))
+            queue = self._wq[lane]
+            if lane == _LANE_GW:
+                full = (
+                    len(queue) + len(frames) > WRITE_QUEUE_MAX
+                    or self._wq_bytes[lane] + size > WRITE_QUEUE_MAX_BYTES
+                )
+            else:
+                full = bool(queue) and self._wq_bytes[lane] + size > HES_QUEUE_MAX_BYTES
+            if full:
+                if done is not None:
+                    # Not acknowledged, so the client sends it again later; the
+                    # stream stays in order because the receiver forgets it.
+                    self.down.unaccept(*done)
+                self.count_drop(
+                    "write_dropped",
+                    "write dropped reason=queue_full lane=%s frames=%d queued=%d open=%s",
+                    "hes" if lane == _LANE_HES else "gateway",
+                    len(frames),
+                    len(queue),
+                    self.is_open,
+                    n=len(frames),
+                )
+                return
+            last = len(frames) - 1
+            for i, frame in enumerate(frames):
+                queue.append((now, frame, done if i == last else None))
+            self._wq_bytes[lane] += size
             self._wcond.notify()
 
     def _sync_counters(self) -> None:
@@ -363,7 +598,11 @@ class Uart(Service):
             "reopens": self._rx["reopens"],
             "attempts": self.fail_attempts,
             "error": self.last_error,
-            "write_queue": len(self._wq),
+            "write_queue": len(self._wq[_LANE_GW]) + len(self._wq[_LANE_HES]),
+            "write_queue_hes_bytes": self._wq_bytes[_LANE_HES],
+            "held_units": len(self.up.held),
+            "held_bytes": self.up.held_bytes,
+            "journal_bytes": self.journal.size,
         }
 
     def publish_status(self) -> None:
@@ -390,17 +629,21 @@ class Uart(Service):
             self._wcond.notify_all()
         self._port_thread.join(JOIN_TIMEOUT_S)
         self._writer.join(JOIN_TIMEOUT_S)
-        for thread in (self._port_thread, self._writer):
-            if thread.is_alive():
-                log.warning("thread did not stop name=%s", thread.name)
-        self._wake_r.close()
-        self._wake_w.close()
+        stuck = [t.name for t in (self._port_thread, self._writer) if t.is_alive()]
+        for name in stuck:
+            log.warning("thread did not stop name=%s action=left_to_exit", name)
+        if not stuck:  # a stuck thread may still use them: left to the process exit
+            self._wake_r.close()
+            self._wake_w.close()
+            with self._jlock:
+                self.journal.close()
         self._sync_counters()
         log.info(
-            "uart stopped frames_in=%d frames_out=%d unsent=%d",
+            "uart stopped frames_in=%d frames_out=%d unsent=%d held_units=%d",
             self.counters["frames_in"],
             self.counters["frames_out"],
-            len(self._wq),
+            len(self._wq[_LANE_GW]) + len(self._wq[_LANE_HES]),
+            len(self.up.held),
         )
 
     # -- the port thread ---------------------------------------------------------
@@ -409,9 +652,20 @@ class Uart(Service):
         return self._box.post(parts)
 
     def _post_frames(self, frames: list[bytes]) -> None:
+        """Journal a batch as a unit of the uplink stream, then hand it to the loop.
+
+        The journal comes first: from here on a SIGKILL of this process
+        loses nothing, the next uart sends the unit again. So a full inbox
+        (the loop far behind) costs only a delay: the unit is held, and sent
+        again when the client asks for it or the resend timer fires.
+        """
+        size = sum(map(len, frames))
+        with self._jlock:
+            unit = self.up.adopt(self.inst, self.up.next_n, frames, size, time.monotonic())
+            self.journal.unit(unit.inst, unit.n, frames)
         # One part, not one per frame: pyzmq's per-part cost dominated the
         # hand-off to the loop under load.
-        if self._post([_KIND_FRAMES, msgpack.packb(frames)]):
+        if self._post([_KIND_FRAMES, msgpack.packb(frames), b"%d" % unit.n]):
             return
         before = self._rx["rx_dropped"]
         self._rx["rx_dropped"] = before + len(frames)
@@ -431,6 +685,8 @@ class Uart(Service):
                     port, rs485_state = open_port(self.port_name, self.settings, self.rs485)
                 except Exception as exc:  # termios.error is no OSError: catch all
                     self._open_failed(exc, delay)
+                    if self._watch_for_device(delay):
+                        continue  # it appeared: open it now
                     self._halt.wait(delay)
                     delay = min(delay * 2, self.reopen_max)
                     continue
@@ -457,6 +713,8 @@ class Uart(Service):
                     self._post_frames(frames)
                 if reason is None:
                     break  # stopping
+                if not is_url(self.port_name) and not os.path.exists(self.port_name):
+                    delay = self.reopen_min  # unplugged: watched, not backed off
                 open_s = time.monotonic() - opened_at
                 self.last_error = reason
                 self.open_since = time.time()
@@ -479,6 +737,43 @@ class Uart(Service):
             if port is not None:
                 self._close_port(port)
             self._box.close_thread_side()
+
+    def _watch_for_device(self, delay: float) -> bool:
+        """While a device path does not exist, look for it every ``PORT_WATCH_S``
+        (up to ``delay``, or for as long as it stays missing); True once it is
+        there again, so it is opened at once instead of after the back-off."""
+        if is_url(self.port_name) or os.path.exists(self.port_name):
+            return False
+        while not self._halt.wait(PORT_WATCH_S):
+            if os.path.exists(self.port_name):
+                return True
+        return False
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: while the held uplink is at its bound, read nothing.
+
+        The kernel's input queue (and the meter's flow control) holds the rest;
+        an acknowledgement wakes this at once through the wake pipe.
+        """
+        if self.up.room():
+            return
+        self._rx["held_waits"] += 1
+        log.warning(
+            "uplink held at bound held_bytes=%d max_bytes=%d action=stop_reading",
+            self.up.held_bytes,
+            self.up.max_bytes,
+        )
+        while not self._halt.is_set() and self._write_fault is None and not self.up.room():
+            select.select([self._wake_r], [], [], HOLD_WAIT_S)
+            self._drain_wake()
+        log.info("uplink room again held_bytes=%d action=read", self.up.held_bytes)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except OSError:
+            pass
 
     def _open_failed(self, exc: Exception, delay: float) -> None:
         self.fail_attempts += 1
@@ -511,6 +806,7 @@ class Uart(Service):
             fault = self._write_fault
             if fault is not None:
                 return fault
+            self._wait_for_room()
             try:
                 data = port.read(port.in_waiting or 1)
             except Exception as exc:  # any failure here is the port's
@@ -546,6 +842,7 @@ class Uart(Service):
             fault = self._write_fault
             if fault is not None:
                 return fault
+            self._wait_for_room()
             if deframer.pending:
                 wait = max(0.0, idle_gap - (time.monotonic() - last_rx))
             else:
@@ -555,11 +852,7 @@ class Uart(Service):
             except (OSError, ValueError) as exc:
                 return str(exc) or type(exc).__name__
             if wake in ready:
-                try:
-                    while wake.recv(512):
-                        pass
-                except OSError:
-                    pass
+                self._drain_wake()
             frames: list[bytes] = []
             if fd in ready:
                 try:
@@ -603,6 +896,8 @@ class Uart(Service):
             # worse than a restart by supervisord, which stopping gets us.
             log.exception("writer thread failed port=%s action=stop", self.port_name)
             self.stop()
+        finally:
+            self._box.close_thread_side()
 
     def _write_queued(self) -> None:
         """Write the queue's head until it is out whole or too old; repeat.
@@ -616,15 +911,21 @@ class Uart(Service):
         sent_on: serial.SerialBase | None = None
         stall_began = 0.0  # when the line stopped taking bytes; 0: it is not
         stall_timeouts = 0
+        lane = _LANE_GW
+        gw, hes = self._wq
         while not self._halt.is_set():
             with self._wcond:
                 # After a write fault, wait for the port thread to reopen.
-                if not self._wq or self._port is None or self._write_fault is not None:
+                if (not gw and not hes) or self._port is None or self._write_fault is not None:
                     self._wcond.wait(WRITER_IDLE_S)
                     continue
-                queued_at, frame = self._wq[0]
+                if sent == 0:
+                    # Between frames the gateway's own lane goes first; a frame
+                    # once begun is finished before the other lane's next one.
+                    lane = _LANE_GW if gw else _LANE_HES
+                queued_at, frame, done = self._wq[lane][0]
             held_s = time.monotonic() - queued_at
-            if held_s > WRITE_HOLD_MAX_S:
+            if lane == _LANE_GW and held_s > WRITE_HOLD_MAX_S:
                 self._drop_head_stale(frame, held_s, sent if sent_on is self._port else 0)
                 sent, sent_on = 0, None
                 continue
@@ -649,7 +950,7 @@ class Uart(Service):
                         len(frame),
                         sent,
                         error,
-                        len(self._wq),
+                        len(gw) + len(hes),
                         tx["write_errors"],
                     )
                     # The frame stays first in line and goes out whole after the
@@ -666,16 +967,19 @@ class Uart(Service):
                     continue
             if sent >= len(frame):
                 with self._wcond:
-                    self._wq.popleft()  # only this thread takes from the left
+                    self._wq[lane].popleft()  # only this thread takes from the left
+                    self._wq_bytes[lane] -= len(frame)
                 tx["frames_out"] += 1
                 tx["bytes_out"] += len(frame)
                 sent, sent_on = 0, None
+                if done is not None:
+                    self._written(done)
                 if stall_began:
                     log.info(
                         "write resumed stalled_s=%.1f timeouts=%d queued=%d",
                         time.monotonic() - stall_began,
                         stall_timeouts,
-                        len(self._wq),
+                        len(gw) + len(hes),
                     )
                     stall_began, stall_timeouts = 0.0, 0
                 continue
@@ -692,16 +996,31 @@ class Uart(Service):
                         sent,
                         self.write_timeout,
                         time.monotonic() - stall_began,
-                        len(self._wq),
+                        len(gw) + len(hes),
                         tx["write_timeouts"],
                     )
             # Timed out or cancelled (the port thread is closing the port): let
             # go of the port for a moment, then carry on from byte ``sent``.
             self._halt.wait(WRITE_RETRY_S)
 
+    def _written(self, done: tuple[str, int, int]) -> None:
+        """An HES unit's last frame is out: journal the mark at once (the
+        shorter the gap between the write and the mark, the smaller the
+        chance a kill makes the next uart write it again), then tell the loop,
+        which acknowledges it to the client."""
+        src, inst, n = done
+        try:
+            with self._jlock:
+                self.journal.mark(src, inst, n)
+        except JournalError as exc:
+            log.warning("journal mark failed error=%s", exc)
+        if not self._post([_KIND_WRITTEN, msgpack.packb([[src, inst, n]])]):
+            self._tx["written_unposted"] = self._tx.get("written_unposted", 0) + 1
+
     def _drop_head_stale(self, frame: bytes, held_s: float, sent: int) -> None:
         with self._wcond:
-            self._wq.popleft()
+            self._wq[_LANE_GW].popleft()
+            self._wq_bytes[_LANE_GW] -= len(frame)
         tx = self._tx
         tx["write_stale"] += 1
         n = tx["write_stale"]
