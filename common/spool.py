@@ -23,9 +23,21 @@ makes the spool too big, or entries grow too old, the OLDEST entries are
 dropped; every append/expire returns a ``Dropped`` report (counts and bytes by
 reason) so the caller can count and log it, and ``totals`` keeps the sums over
 the spool object's life. A single payload larger than ``max_bytes`` is dropped
-on arrival (reason ``size``). Age is measured on the wall clock (it must hold
-across restarts) and only a prefix of the queue expires, so the order of what
-remains never changes.
+on arrival (reason ``size``). Only a prefix of the queue expires, so the order
+of what remains never changes.
+
+Age is measured on the spool's own clock, never on the wall clock: a gateway
+without a battery-backed clock boots near 1970 and is stepped by NTP later,
+and a step must neither expire the backlog nor keep it forever. The spool
+clock is stored in the file (table ``meta``) and advances by the monotonic
+time that passes while the spool is open, so it counts across restarts the
+time the gateway was running; time powered off does not age the data.
+
+Delivery marks (table ``marks``): the last unit of each acknowledged stream
+(``common.delivery``) that the caller has made safe. ``append`` and
+``push_front`` write the marks they are given in the same transaction as the
+payloads, so after a crash the spool never holds a payload whose unit a
+restarted client would take in a second time.
 
 No I/O other than the database file; no zmq, no sockets. One thread only.
 """
@@ -41,14 +53,28 @@ from dataclasses import dataclass
 #: Rows read per step while looking for the cut-off of a size or age drop.
 _SCAN_STEP = 512
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS spool (
     id   INTEGER PRIMARY KEY AUTOINCREMENT,
     ts   REAL    NOT NULL,
     size INTEGER NOT NULL,
     data BLOB    NOT NULL
+)""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)",
+    """
+CREATE TABLE IF NOT EXISTS marks (
+    src  TEXT    NOT NULL,
+    inst INTEGER NOT NULL,
+    n    INTEGER NOT NULL,
+    at   REAL    NOT NULL,
+    PRIMARY KEY (src, inst)
+)""",
 )
-"""
+#: Streams whose marks are kept (the most recently written ones).
+MARKS_MAX = 64
+
+Mark = tuple[str, int, int]  # (src, inst, n)
 
 
 class SpoolError(Exception):
@@ -83,7 +109,7 @@ class Spool:
         max_bytes: int,
         max_age_s: float,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
@@ -98,13 +124,29 @@ class Spool:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SCHEMA)
+            for stmt in _SCHEMA:
+                self._db.execute(stmt)
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+            saved = self._db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
+            if saved is None:
+                # A new file, or one from before the spool clock: carry on from
+                # its newest entry, so the entries' ages stay as they were.
+                newest = self._db.execute("SELECT MAX(ts) FROM spool").fetchone()[0]
+                saved = (float(newest) if newest is not None else 0.0,)
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {self.path}: {exc}") from None
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                os.chmod(name, 0o600)
+            except OSError:
+                pass
         self._count: int = int(row[0])
         self._bytes: int = int(row[1])
         self._sync: str | None = None
+        self._clock_base = float(saved[0])
+        self._clock_start = clock()
+        #: Ids of the last ``append``, aligned with its payloads (None: dropped).
+        self.last_ids: list[int | None] = []
 
     # -- state -------------------------------------------------------------------
 
@@ -121,37 +163,108 @@ class Spool:
     def __len__(self) -> int:
         return self._count
 
+    def now(self) -> float:
+        """The spool clock: seconds the spool has been open, over its life."""
+        return self._clock_base + (self._clock() - self._clock_start)
+
+    def age(self) -> float:
+        """Age of the oldest entry on the spool clock (0 if empty)."""
+        if not self._count:
+            return 0.0
+        row = self._db.execute("SELECT ts FROM spool ORDER BY id LIMIT 1").fetchone()
+        return max(0.0, self.now() - float(row[0])) if row else 0.0
+
+    def marks(self) -> list[Mark]:
+        """Every stored delivery mark ``(src, inst, n)``."""
+        try:
+            rows = self._db.execute("SELECT src, inst, n FROM marks").fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.path}: {exc}") from None
+        return [(str(a), int(b), int(c)) for a, b, c in rows]
+
+    def set_marks(self, marks: Sequence[Mark]) -> None:
+        """Store delivery marks (not fsynced: a lost one means a repeat, not a loss)."""
+        if marks:
+            with self._transaction("NORMAL"):
+                self._write_marks(marks, self.now())
+
+    def _write_marks(self, marks: Sequence[Mark], now: float) -> None:
+        self._db.executemany(
+            "INSERT INTO marks (src, inst, n, at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (src, inst) DO UPDATE SET n = MAX(n, excluded.n), at = excluded.at",
+            [(src, inst, n, now) for src, inst, n in marks],
+        )
+        self._db.execute(
+            "DELETE FROM marks WHERE rowid NOT IN "
+            "(SELECT rowid FROM marks ORDER BY at DESC LIMIT ?)",
+            (MARKS_MAX,),
+        )
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('clock', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (now,),
+        )
+
     def close(self) -> None:
+        try:
+            with self._transaction("NORMAL"):
+                self._save_clock(self.now())
+        except SpoolError:
+            pass
         self._db.close()
+
+    def _save_clock(self, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('clock', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (now,),
+        )
 
     # -- writing -----------------------------------------------------------------
 
-    def append(self, payloads: Sequence[bytes]) -> Dropped:
-        """Add ``payloads`` at the end, durably, in one transaction; apply the bounds."""
-        now = self._clock()
+    def append(self, payloads: Sequence[bytes], marks: Sequence[Mark] = ()) -> Dropped:
+        """Add ``payloads`` at the end, durably, in one transaction with ``marks``;
+        apply the bounds. ``last_ids`` then holds each payload's id."""
+        now = self.now()
         dropped = Dropped()
         rows: list[tuple[float, int, bytes]] = []
+        self.last_ids = []
         for p in payloads:
             if len(p) > self.max_bytes:
                 dropped.size += 1
                 dropped.size_bytes += len(p)
+                self.last_ids.append(None)
             else:
                 rows.append((now, len(p), bytes(p)))
-        if rows:
+                self.last_ids.append(-1)
+        if rows or marks:
             added = sum(r[1] for r in rows)
             with self._transaction("FULL"):
+                # AUTOINCREMENT in one transaction: the ids follow the sequence.
+                seq = self._db.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'spool'"
+                ).fetchone()
+                top = int(seq[0]) if seq else 0
                 self._db.executemany("INSERT INTO spool (ts, size, data) VALUES (?, ?, ?)", rows)
+                ids = list(range(top + 1, top + 1 + len(rows)))
+                if marks:
+                    self._write_marks(marks, now)
                 self._count += len(rows)
                 self._bytes += added
                 self._apply_bounds(now, dropped)
+            it = iter(ids)
+            self.last_ids = [None if i is None else next(it) for i in self.last_ids]
         self.totals.add(dropped)
         return dropped
 
-    def push_front(self, payloads: Sequence[bytes]) -> Dropped:
-        """Put ``payloads`` back ahead of every entry, in their order; apply the bounds."""
+    def push_front(self, payloads: Sequence[bytes], marks: Sequence[Mark] = ()) -> Dropped:
+        """Put ``payloads`` back ahead of every entry, in their order, in one
+        transaction with ``marks``; apply the bounds."""
         if not payloads:
+            if marks:
+                self.set_marks(marks)
             return Dropped()
-        now = self._clock()
+        now = self.now()
         dropped = Dropped()
         keep = [bytes(p) for p in payloads if len(p) <= self.max_bytes]
         for p in payloads:
@@ -169,6 +282,8 @@ class Spool:
                     "INSERT INTO spool (id, ts, size, data) VALUES (?, ?, ?, ?)",
                     [(first + i, ts, len(p), p) for i, p in enumerate(keep)],
                 )
+                if marks:
+                    self._write_marks(marks, now)
                 self._count += len(keep)
                 self._bytes += sum(len(p) for p in keep)
                 self._apply_bounds(now, dropped)
@@ -178,9 +293,11 @@ class Spool:
     def expire(self) -> Dropped:
         """Drop entries older than ``max_age_s`` (call now and then)."""
         dropped = Dropped()
-        if self._count:
-            with self._transaction("NORMAL"):
-                self._drop_old(self._clock(), dropped)
+        now = self.now()
+        with self._transaction("NORMAL"):
+            self._save_clock(now)  # now and then, so a crash loses little of it
+            if self._count:
+                self._drop_old(now, dropped)
         self.totals.add(dropped)
         return dropped
 

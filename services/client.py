@@ -115,7 +115,7 @@ from typing import Any
 
 import zmq
 
-from common import bus, rfc1662
+from common import bus, delivery, rfc1662
 from common.config import ConfigError, load_or_exit
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
@@ -134,6 +134,8 @@ ACK_POLL_MAX_S = 0.1  # ... then doubling up to this while nothing moves
 STOP_ACK_WAIT_S = 0.2  # on stop, how long the thread waits for data in flight to be acknowledged
 DRAIN_BATCH = 256  # spool entries read per step while draining
 DOWNLINK_HWM = 1000  # downlink chunks the thread may queue for the loop
+DOWNLINK_WINDOW_BYTES = 64 * 1024  # read from the HES, not yet written to the meter
+ACK_MARKS_EVERY_S = 0.05  # direct-path delivery marks are stored at most this often
 SYNC_INTERVAL = 0.25  # seconds: loop reconciles with the thread at least this often
 STATUS_INTERVAL = 2.0  # seconds: link.status is published at least this often
 EXPIRE_INTERVAL_MAX = 60.0  # seconds between spool age checks (less if max_age_s is short)
@@ -235,6 +237,9 @@ class Target:
     keep_alive: int
     reconnect_min: float
     reconnect_max: float
+    reconnect_slow_after: float
+    reconnect_slow_max: float
+    resolve_timeout: float
     tls: ssl.SSLContext | None
     server_hostname: str
     registration: bytes
@@ -266,6 +271,9 @@ class Target:
             keep_alive=int(tcp["keep_alive"]),
             reconnect_min=rmin,
             reconnect_max=max(rmin, float(tcp["reconnect_max_s"])),
+            reconnect_slow_after=float(tcp["reconnect_slow_after_s"]),
+            reconnect_slow_max=max(rmin, float(tcp["reconnect_slow_max_s"])),
+            resolve_timeout=float(tcp["resolve_timeout_s"]),
             tls=ssl_context(tcp["tls"]),
             server_hostname=tcp["tls"]["server_hostname"] or tcp["host"],
             registration=registration,
@@ -273,9 +281,16 @@ class Target:
             heartbeat_interval=float(hb["interval_s"]),
         )
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds before retry ``attempt`` (0-based): doubling, capped, jittered."""
-        cap = min(self.reconnect_max, self.reconnect_min * 2 ** min(attempt, 30))
+    def backoff(self, attempt: int, outage_s: float = 0.0) -> float:
+        """Seconds before retry ``attempt`` (0-based): doubling, capped, jittered.
+
+        The cap is ``reconnect_max`` for the first ``reconnect_slow_after``
+        seconds of an outage, so a HES that accepts again is reached within
+        about that long; ``reconnect_slow_max`` after that.
+        """
+        slow = outage_s >= self.reconnect_slow_after
+        top = self.reconnect_slow_max if slow else self.reconnect_max
+        cap = min(top, self.reconnect_min * 2 ** min(attempt, 30))
         return random.uniform(max(self.reconnect_min, cap / 2), cap)
 
 
@@ -385,6 +400,49 @@ class Flight:
         return sum(n for _, n in self.unacked)
 
 
+class NameResolver:
+    """``getaddrinfo`` with a time limit, so that a hung DNS cannot hold the link.
+
+    A numeric address needs no lookup. A name is looked up in a helper thread
+    (it owns no socket); if it takes longer than the limit the connect attempt
+    fails with ``resolve: timed out``, and the next attempt waits for that
+    same lookup rather than starting another, so a dead resolver never piles
+    up threads.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._result: list[Any] = []
+
+    def resolve(self, host: str, port: int, timeout: float) -> list[Any]:
+        try:
+            return socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            pass  # a name, not an address
+        if self._thread is None:
+            result: list[Any] = []
+            self._result = result
+
+            def lookup() -> None:
+                try:
+                    result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+                except OSError as exc:
+                    result.append(exc)
+
+            self._thread = threading.Thread(target=lookup, name="hes-resolve", daemon=True)
+            self._thread.start()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise OSError(f"timed out after {timeout:g}s")
+        self._thread = None
+        outcome = self._result[0]
+        if isinstance(outcome, OSError):
+            raise outcome
+        return list(outcome)
+
+
 class Connection(threading.Thread):
     """Owns the socket: connect, TLS, keep-alive, reads, writes, backoff."""
 
@@ -405,6 +463,12 @@ class Connection(threading.Thread):
         self._wake_pending = False
         self.last_error = ""
         self.stats = LinkStats()
+        self._was_up = False
+        self._resolver = NameResolver()
+        # Downlink window: bytes read from the HES and not yet written to the
+        # meter (the loop subtracts what the uart acknowledged). The thread
+        # stops reading at DOWNLINK_WINDOW_BYTES, so TCP pushes back on the HES.
+        self._dl_unacked = 0
 
     # -- called from the service loop --------------------------------------------
 
@@ -423,6 +487,19 @@ class Connection(threading.Thread):
             self._wake_pending = False
             return self._gen, self._up, self._acked
 
+    def downlink_done(self, nbytes: int) -> None:
+        """``nbytes`` of downlink data were written to the meter (or forgotten)."""
+        with self._lock:
+            was_full = self._dl_unacked >= DOWNLINK_WINDOW_BYTES
+            self._dl_unacked = max(0, self._dl_unacked - nbytes)
+            full = self._dl_unacked >= DOWNLINK_WINDOW_BYTES
+        if was_full and not full:
+            self._kick()
+
+    def _reading(self) -> bool:
+        with self._lock:
+            return self._dl_unacked < DOWNLINK_WINDOW_BYTES
+
     def stop(self) -> None:
         self._stopping.set()
         self._kick()
@@ -437,9 +514,10 @@ class Connection(threading.Thread):
 
     def run(self) -> None:
         attempt = 0
+        down_since = time.monotonic()
         try:
             while not self._stopping.is_set():
-                delay = self.t.backoff(attempt)
+                delay = self.t.backoff(attempt, time.monotonic() - down_since)
                 try:
                     stable = self._session(attempt, delay)
                 except Exception:  # a bug must not end the link for good
@@ -453,6 +531,9 @@ class Connection(threading.Thread):
                     stable = False
                 if self._stopping.is_set():
                     break
+                if self._was_up:
+                    self._was_up = False
+                    down_since = time.monotonic()
                 if stable:
                     attempt = 0
                     delay = self.t.backoff(0)
@@ -481,6 +562,7 @@ class Connection(threading.Thread):
             self._note_failure(f"tcp info: {exc.strerror or exc}", attempt, delay)
             return False
         started = time.monotonic()
+        self._was_up = True
         with self._lock:
             self._gen += 1
             self._up = True
@@ -561,7 +643,7 @@ class Connection(threading.Thread):
         """A connected (and TLS-established) non-blocking socket, None if stopping."""
         t = self.t
         try:
-            infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
+            infos = self._resolver.resolve(t.host, t.port, t.resolve_timeout)
         except OSError as exc:
             raise LinkClosed(f"resolve: {exc}") from None
         deadline = time.monotonic() + t.timeout
@@ -688,13 +770,17 @@ class Connection(threading.Thread):
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 due = min(hb_due, flight.next_poll if flight.unacked else hb_due)
                 timeout = min(IDLE_SELECT_S, max(0.0, due - now))
+                reading = self._reading()
                 r, w, _ = select.select(
-                    [sock, self._wake_r], [sock] if pending else [], [], timeout
+                    [sock, self._wake_r] if reading else [self._wake_r],
+                    [sock] if pending else [],
+                    [],
+                    timeout,
                 )
                 if self._wake_r in r:
                     self._drain_wake()
             else:
-                r, w = [sock], []
+                r, w = ([sock] if self._reading() else []), []
             if sock in r:
                 self._read(sock, is_tls)
             wrote = False
@@ -750,7 +836,12 @@ class Connection(threading.Thread):
             if not data:
                 raise LinkClosed("closed by the HES")
             self.stats.tcp_bytes_down += len(data)
-            self._inbox.post([_DATA, data])  # a full inbox counts downlink.dropped
+            with self._lock:
+                self._dl_unacked += len(data)
+            if not self._inbox.post([_DATA, data]):
+                self.downlink_done(len(data))  # counted as downlink.dropped
+            if not self._reading():
+                return
             if not (is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 return
 
@@ -829,23 +920,45 @@ class Client(Service):
         self.accm = int(uart["accm"])
         self.link_inbox = self.thread_inbox("downlink", self._on_thread, hwm=DOWNLINK_HWM)
         self.conn = Connection(target, self.link_inbox)
+        self.add_thread(self.conn)
         self._gen = 0
         self._up = False
         self._since = time.time()
         self._acked_seen = 0
-        # Handed to the connection, not yet acknowledged: (spool id or None, payload).
-        self._inflight: collections.deque[tuple[int | None, bytes]] = collections.deque()
+        # Handed to the connection, not yet acknowledged:
+        # (spool id or None, payload, its index among the payloads accepted).
+        self._inflight: collections.deque[tuple[int | None, bytes, int]] = collections.deque()
         self._inflight_bytes = 0
         # For the spool, gathered until a burst of messages ends.
         self._gathered: list[bytes] = []
         self._gathered_bytes = 0
+        # Uplink delivery (common.delivery): units taken in, in order, each
+        # with the index its payloads end at; a unit is safe (acknowledged to
+        # its owner) once every payload before that index is safe: spooled,
+        # or acknowledged by the HES's TCP.
+        self.rx = delivery.Receiver()
+        for src, inst, n in spool.marks():
+            self.rx.load(src, inst, n)
+        self._accepted = 0  # payloads taken in, ever (the next index)
+        self._units: collections.deque[tuple[str, int, int, int]] = collections.deque()
+        self._marks_due: dict[tuple[str, int], int] = {}  # safe by TCP ACK, not yet stored
+        self._marks_at = 0.0
+        # Downlink delivery: HES data held until the uart has written it.
+        self.dl: delivery.Sender[list[bytes]] = delivery.Sender(
+            bus.CLIENT, self.inst, DOWNLINK_WINDOW_BYTES
+        )
+        self._peers: dict[str, int] = {}
         self._cursor: int | None = None  # last spool id handed over
         self._draining = False
         self._drain_from = 0
+        self._gathered_from = 0
         self._published: tuple[bool, int, int] | None = None
         self._repeat_status = True
 
         self.on(bus.OP_SEND)(self._on_send)
+        self.on(bus.OP_ACK)(self._on_ack)
+        self.on(bus.OP_NACK)(self._on_nack)
+        self.on_event(bus.T_REGISTRY)(self._on_registry)
         self.every(SYNC_INTERVAL, self._tick)
         self.every(STATUS_INTERVAL, self.publish_status)
         self.every(min(EXPIRE_INTERVAL_MAX, max(1.0, self.spool.max_age_s / 10)), self._expire)
@@ -870,17 +983,17 @@ class Client(Service):
         self.conn.stop()
         if self.conn.is_alive():
             self.conn.join(STOP_JOIN_S)
-        if self._gathered:  # newer than anything in flight: the spool's tail
-            self._spool_append(self._gathered)
-            self._gathered = []
         # Count what the connection saw acknowledged before it ended; direct
-        # payloads it did not go to the spool, to be sent again after a restart.
+        # payloads it did not go to the spool with what was gathered, to be
+        # sent again after a restart.
         _, _, acked = self.conn.snapshot()
         self._confirm(acked - self._acked_seen)
         self._acked_seen = acked
-        n = self._requeue_direct()
+        n = sum(1 for id_, _, _ in self._inflight if id_ is None)
+        self._flush_gathered(pump=False, force=True)
         if n:
             log.info("unacknowledged payloads spooled n=%d reason=stopping", n)
+        self._store_marks(force=True)
         self.spool.close()
 
     # -- uplink ------------------------------------------------------------------------
@@ -897,11 +1010,37 @@ class Client(Service):
                 bad,
                 n=bad,
             )
-        if not payloads:
-            return
+        ref = env.ref
+        if ref is not None:
+            verdict = self.rx.offer(ref.src, ref.inst, ref.n, ref.base)
+            if verdict is delivery.Verdict.DUPLICATE:
+                # Sent again after a restart somewhere: we have it (safe, or on
+                # its way to being safe, when the ack follows).
+                self.counters["uplink.duplicates_dropped"] += 1
+                durable = self.rx.durable(ref.src, ref.inst)
+                if durable >= 0:
+                    self.send(ref.src, bus.OP_ACK, [ref.inst, durable])
+                return
+            if verdict is delivery.Verdict.GAP:
+                self.counters["uplink.gaps"] += 1
+                want = self.rx.nack_due(ref.src, ref.inst, time.monotonic())
+                if want is not None:
+                    self.send(ref.src, bus.OP_NACK, [ref.inst, want])
+                return
+        if payloads:
+            self._take(payloads)
+        if ref is not None:
+            self._units.append((ref.src, ref.inst, ref.n, self._accepted))
+            self._advance()
+
+    def _take(self, payloads: list[bytes]) -> None:
+        """Payloads taken in, in order: to the connection, or gathered for the spool."""
         self._sync()
+        first = self._accepted
+        self._accepted += len(payloads)
         # Direct (no spool) only while little is unacknowledged: a direct
-        # payload exists in this process's memory alone until acknowledged.
+        # payload exists in this process's memory alone until acknowledged
+        # (the uart holds its unit until then, so a crash only delays it).
         nbytes = sum(map(len, payloads))
         if (
             self._up
@@ -910,44 +1049,130 @@ class Client(Service):
             and self._inflight_bytes + nbytes <= DIRECT_MAX_BYTES
             and self.conn.submit(self._gen, payloads)
         ):
-            for p in payloads:
-                self._inflight.append((None, p))
+            for i, p in enumerate(payloads):
+                self._inflight.append((None, p, first + i))
             self._inflight_bytes += nbytes
             return
         # One fsynced transaction per burst, not per message: while more
         # messages wait in the inbox (and not much is gathered) gather them.
+        if not self._gathered:
+            self._gathered_from = first
         self._gathered.extend(payloads)
         self._gathered_bytes += nbytes
         if self._gathered_bytes >= SPOOL_BATCH_MAX_BYTES or not self._inbox_waiting():
             self._flush_gathered()
 
+    # -- uplink delivery marks ------------------------------------------------------------
+
+    def _safe_index(self) -> int:
+        """Payloads before this index are safe: spooled or acknowledged by TCP."""
+        for id_, _, index in self._inflight:
+            if id_ is None:
+                return index  # direct, not acknowledged yet (they come first)
+        if self._gathered:
+            return self._gathered_from
+        return self._accepted
+
+    def _safe_units(self) -> dict[tuple[str, int], int]:
+        """Pop the units that are safe now; the last of each stream."""
+        safe = self._safe_index()
+        last: dict[tuple[str, int], int] = {}
+        units = self._units
+        while units and units[0][3] <= safe:
+            src, inst, n, _ = units.popleft()
+            last[(src, inst)] = n
+        return last
+
+    def _advance(self) -> None:
+        """Acknowledge every unit that became safe; store its mark soon."""
+        last = self._safe_units()
+        for (src, inst), n in last.items():
+            if self.rx.made_durable(src, inst, n):
+                self._marks_due[(src, inst)] = n
+                self.send(src, bus.OP_ACK, [inst, n])
+        self._store_marks()
+
+    def _store_marks(self, force: bool = False) -> None:
+        """Store marks of units made safe by TCP ACKs (not spooled): at most every
+        ``ACK_MARKS_EVERY_S``. A unit acknowledged by the HES whose mark a
+        crash loses is sent again by its owner and reaches the HES twice:
+        the window of the one duplicate this design allows, counted at start."""
+        if not self._marks_due:
+            return
+        now = time.monotonic()
+        if not force and now - self._marks_at < ACK_MARKS_EVERY_S:
+            return
+        self._marks_at = now
+        marks = [(src, inst, n) for (src, inst), n in self._marks_due.items()]
+        self._marks_due.clear()
+        try:
+            self.spool.set_marks(marks)
+        except SpoolError as exc:
+            self.count_drop("spool.errors", "delivery marks not stored error=%s", exc)
+
+    def _marks_through(self, index: int) -> list[tuple[str, int, int]]:
+        """Marks of the units whose payloads all end before ``index``: what a
+        spool write that makes everything before ``index`` safe must store
+        in its own transaction."""
+        last = delivery.last_per_stream(
+            (src, inst, n) for src, inst, n, end in self._units if end <= index
+        )
+        return [(src, inst, n) for (src, inst), n in last.items()]
+
     def _inbox_waiting(self) -> bool:
         return self.pull is not None and bool(self.pull.poll(0, zmq.POLLIN))
 
-    def _flush_gathered(self) -> None:
-        """Append the gathered payloads to the spool and hand on what fits."""
-        if not self._gathered:
+    def _flush_gathered(self, pump: bool = True, force: bool = False) -> None:
+        """Append the gathered payloads to the spool and hand on what fits.
+
+        Direct payloads not yet acknowledged go into the same transaction,
+        ahead of the gathered ones (they are older): so everything taken in
+        is safe once it commits, and safe in order. They stay with the
+        connection that has them; the spool drops them when their ACK comes.
+        """
+        direct = [i for i, (id_, _, _) in enumerate(self._inflight) if id_ is None]
+        if not self._gathered and not (force and direct):
             return
         gathered = self._gathered
+        payloads = [self._inflight[i][1] for i in direct] + gathered
+        # After this write, only a direct payload too big for the spool (it
+        # stays with the connection alone) is not safe.
+        unsafe = [
+            self._inflight[i][2] for i in direct if len(self._inflight[i][1]) > self.spool.max_bytes
+        ]
+        safe = unsafe[0] if unsafe else self._accepted
+        if not self._spool_append(payloads, self._marks_through(safe)):
+            return  # kept gathered (its units unacknowledged): tried again next tick
         self._gathered = []
         self._gathered_bytes = 0
-        self._spool_append(gathered)
-        self._pump()
+        ids = self.spool.last_ids
+        for k, i in enumerate(direct):
+            _, p, index = self._inflight[i]
+            id_ = ids[k]
+            # A payload too big for the spool stays direct (it was counted as
+            # dropped by the spool; the connection may still deliver it).
+            if id_ is not None:
+                self._inflight[i] = (id_, p, index)
+                self._cursor = id_ if self._cursor is None else max(self._cursor, id_)
+        self._advance()
+        if pump:
+            self._pump()
 
-    def _spool_append(self, payloads: list[bytes]) -> None:
+    def _spool_append(self, payloads: list[bytes], marks: list[tuple[str, int, int]]) -> bool:
         try:
-            dropped = self.spool.append(payloads)
+            dropped = self.spool.append(payloads, marks)
         except SpoolError as exc:
             self.count_drop(
                 "spool.errors",
-                "uplink payloads lost reason=spool_error n=%d error=%s",
+                "uplink payloads not spooled reason=spool_error n=%d error=%s",
                 len(payloads),
                 exc,
                 n=len(payloads),
             )
-            return
+            return False
         self.counters["spool.appended"] += len(payloads)
         self._count_dropped(dropped)
+        return True
 
     def _count_dropped(self, dropped: Dropped) -> None:
         if dropped.size:
@@ -996,7 +1221,7 @@ class Client(Service):
                 self._sync()
                 return
             for id_, d in batch:
-                self._inflight.append((id_, d))
+                self._inflight.append((id_, d, -1))
                 self._inflight_bytes += len(d)
             self._cursor = batch[-1][0]
 
@@ -1017,6 +1242,10 @@ class Client(Service):
     def _tick(self) -> None:
         self._flush_gathered()  # in case the burst ended with a message that was not a send
         self._sync()
+        self._store_marks()
+        now = time.monotonic()
+        if self.dl.due(now):
+            self._resend_downlink(self.dl.resend_all(now), "no_ack")
         state = (self._up, self.spool.count, self.spool.nbytes)
         if state != self._published or self._repeat_status:
             # A change goes out twice, the second time a tick later: the
@@ -1050,7 +1279,7 @@ class Client(Service):
         last_id: int | None = None
         nbytes = 0
         for _ in range(min(n, len(self._inflight))):
-            id_, d = self._inflight.popleft()
+            id_, d, _index = self._inflight.popleft()
             self._inflight_bytes -= len(d)
             nbytes += len(d)
             if id_ is not None:
@@ -1066,6 +1295,7 @@ class Client(Service):
                 self._draining = False
                 sent = self.counters["uplink.payloads"] - self._drain_from
                 log.info("spool drained sent=%d", sent)
+        self._advance()
 
     def _link_up(self, gen: int) -> None:
         self._up = True
@@ -1113,33 +1343,87 @@ class Client(Service):
         the front of the spool, ahead of anything newer; return how many.
         Spooled ones are still in the spool: it drops them only once the HES
         acknowledged them."""
-        direct = [d for id_, d in self._inflight if id_ is None]
+        direct = [(d, index) for id_, d, index in self._inflight if id_ is None]
         self._inflight.clear()
         self._inflight_bytes = 0
         self._cursor = None
         if not direct:
             return 0
+        safe = self._gathered_from if self._gathered else self._accepted
         try:
-            self._count_dropped(self.spool.push_front(direct))
+            self._count_dropped(
+                self.spool.push_front([d for d, _ in direct], self._marks_through(safe))
+            )
             self.counters["spool.requeued"] += len(direct)
         except SpoolError as exc:
+            # Not safe, so not acknowledged: they wait with what is gathered
+            # (older, so first) and the next flush tries the spool again.
             self.count_drop(
                 "spool.errors",
-                "uplink payloads lost reason=spool_error n=%d error=%s",
+                "uplink payloads not spooled reason=spool_error n=%d error=%s",
                 len(direct),
                 exc,
                 n=len(direct),
             )
+            self._gathered = [d for d, _ in direct] + self._gathered
+            self._gathered_bytes += sum(len(d) for d, _ in direct)
+            self._gathered_from = direct[0][1]
+            return len(direct)
+        self._advance()
         return len(direct)
 
     # -- downlink ------------------------------------------------------------------------
 
     def _downlink(self, data: bytes) -> None:
+        """HES data: a unit of the downlink stream, held until the uart wrote it."""
         frames = rfc1662.wrap_transparent(data, self.max_info, self.profile, self.accm)
         self.counters["downlink.chunks"] += 1
         self.counters["downlink.bytes"] += len(data)
         self.counters["downlink.frames"] += len(frames)
-        self.uart.write(frames)
+        unit = self.dl.submit(frames, len(data), time.monotonic())
+        self.send(bus.UART, bus.OP_WRITE, frames, self.dl.ref(unit))
+
+    def _on_ack(self, env: bus.Envelope) -> None:
+        inst, n = delivery.inst_n(env.data)
+        released = self.dl.ack(inst, n, time.monotonic())
+        if released:
+            self.counters["downlink.units_written"] += len(released)
+            self.conn.downlink_done(sum(u.size for u in released))
+
+    def _on_nack(self, env: bus.Envelope) -> None:
+        inst, n = delivery.inst_n(env.data)
+        self._resend_downlink(self.dl.resend_from(inst, n, time.monotonic()), "nack")
+
+    def _on_registry(self, _topic: str, env: bus.Envelope) -> None:
+        """A restarted broker or uart lost what it held of ours: send it again."""
+        data = env.data if isinstance(env.data, dict) else {}
+        seen: dict[str, int] = {}
+        broker = data.get("broker")
+        if isinstance(broker, dict) and isinstance(broker.get("inst"), int):
+            seen[bus.BROKER] = broker["inst"]
+        for svc in data.get("services") or ():
+            if isinstance(svc, dict) and svc.get("name") == bus.UART:
+                if isinstance(svc.get("inst"), int):
+                    seen[bus.UART] = max(svc["inst"], seen.get(bus.UART, 0))
+        for name, inst in seen.items():
+            before = self._peers.get(name)
+            self._peers[name] = inst
+            if before is not None and before != inst:
+                self._resend_downlink(self.dl.resend_all(time.monotonic()), f"{name}_restarted")
+
+    def _resend_downlink(self, units: list[delivery.Unit[list[bytes]]], reason: str) -> None:
+        if not units:
+            return
+        self.counters["downlink.units_resent"] += len(units)
+        self.count_drop(
+            "downlink.resends",
+            "downlink resend reason=%s units=%d first=%d",
+            reason,
+            len(units),
+            units[0].n,
+        )
+        for unit in units:
+            self.send(bus.UART, bus.OP_WRITE, unit.item, self.dl.ref(unit))
 
     # -- state -----------------------------------------------------------------------------
 
