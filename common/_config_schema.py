@@ -126,6 +126,40 @@ def validate(data, custom_formats={}, name_prefix=None):
                     if isinstance(data__UART__reopenmaxs, (int, float, Decimal)) and not isinstance(data__UART__reopenmaxs, bool):
                         if data__UART__reopenmaxs < 0:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.reopen_max_s must be bigger than or equal to 0")
+                if "journal" in data__UART_keys:
+                    data__UART_keys.remove("journal")
+                    data__UART__journal = data__UART["journal"]
+                    if not isinstance(data__UART__journal, (dict)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal must be object")
+                    data__UART__journal_is_dict = isinstance(data__UART__journal, dict)
+                    if data__UART__journal_is_dict:
+                        data__UART__journal__missing_keys = set([]) - data__UART__journal.keys()
+                        if data__UART__journal__missing_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal must contain ")
+                        data__UART__journal_keys = set(data__UART__journal.keys())
+                        if "fsync" in data__UART__journal_keys:
+                            data__UART__journal_keys.remove("fsync")
+                            data__UART__journal__fsync = data__UART__journal["fsync"]
+                            if not (isinstance(data__UART__journal__fsync, str) and data__UART__journal__fsync == 'always' or isinstance(data__UART__journal__fsync, str) and data__UART__journal__fsync == 'interval' or isinstance(data__UART__journal__fsync, str) and data__UART__journal__fsync == 'never'):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal.fsync must be one of ['always', 'interval', 'never']")
+                        if "fsync_interval_s" in data__UART__journal_keys:
+                            data__UART__journal_keys.remove("fsync_interval_s")
+                            data__UART__journal__fsyncintervals = data__UART__journal["fsync_interval_s"]
+                            if not isinstance(data__UART__journal__fsyncintervals, (int, float, Decimal)) or isinstance(data__UART__journal__fsyncintervals, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal.fsync_interval_s must be number")
+                            if isinstance(data__UART__journal__fsyncintervals, (int, float, Decimal)) and not isinstance(data__UART__journal__fsyncintervals, bool):
+                                if data__UART__journal__fsyncintervals < 0.001:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal.fsync_interval_s must be bigger than or equal to 0.001")
+                        if "max_bytes" in data__UART__journal_keys:
+                            data__UART__journal_keys.remove("max_bytes")
+                            data__UART__journal__maxbytes = data__UART__journal["max_bytes"]
+                            if not isinstance(data__UART__journal__maxbytes, (int)) and not (isinstance(data__UART__journal__maxbytes, float) and data__UART__journal__maxbytes.is_integer()) or isinstance(data__UART__journal__maxbytes, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal.max_bytes must be integer")
+                            if isinstance(data__UART__journal__maxbytes, (int, float, Decimal)) and not isinstance(data__UART__journal__maxbytes, bool):
+                                if data__UART__journal__maxbytes < 65536:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal.max_bytes must be bigger than or equal to 65536")
+                        if data__UART__journal_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.journal must not contain "+str(data__UART__journal_keys)+" properties")
                 if data__UART_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART must not contain "+str(data__UART_keys)+" properties")
         if "TCP_SERVER" in data_keys:
@@ -190,6 +224,30 @@ def validate(data, custom_formats={}, name_prefix=None):
                     if isinstance(data__TCPSERVER__reconnectmaxs, (int, float, Decimal)) and not isinstance(data__TCPSERVER__reconnectmaxs, bool):
                         if data__TCPSERVER__reconnectmaxs < 0:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.reconnect_max_s must be bigger than or equal to 0")
+                if "reconnect_slow_after_s" in data__TCPSERVER_keys:
+                    data__TCPSERVER_keys.remove("reconnect_slow_after_s")
+                    data__TCPSERVER__reconnectslowafters = data__TCPSERVER["reconnect_slow_after_s"]
+                    if not isinstance(data__TCPSERVER__reconnectslowafters, (int, float, Decimal)) or isinstance(data__TCPSERVER__reconnectslowafters, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.reconnect_slow_after_s must be number")
+                    if isinstance(data__TCPSERVER__reconnectslowafters, (int, float, Decimal)) and not isinstance(data__TCPSERVER__reconnectslowafters, bool):
+                        if data__TCPSERVER__reconnectslowafters < 0:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.reconnect_slow_after_s must be bigger than or equal to 0")
+                if "reconnect_slow_max_s" in data__TCPSERVER_keys:
+                    data__TCPSERVER_keys.remove("reconnect_slow_max_s")
+                    data__TCPSERVER__reconnectslowmaxs = data__TCPSERVER["reconnect_slow_max_s"]
+                    if not isinstance(data__TCPSERVER__reconnectslowmaxs, (int, float, Decimal)) or isinstance(data__TCPSERVER__reconnectslowmaxs, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.reconnect_slow_max_s must be number")
+                    if isinstance(data__TCPSERVER__reconnectslowmaxs, (int, float, Decimal)) and not isinstance(data__TCPSERVER__reconnectslowmaxs, bool):
+                        if data__TCPSERVER__reconnectslowmaxs < 0:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.reconnect_slow_max_s must be bigger than or equal to 0")
+                if "resolve_timeout_s" in data__TCPSERVER_keys:
+                    data__TCPSERVER_keys.remove("resolve_timeout_s")
+                    data__TCPSERVER__resolvetimeouts = data__TCPSERVER["resolve_timeout_s"]
+                    if not isinstance(data__TCPSERVER__resolvetimeouts, (int, float, Decimal)) or isinstance(data__TCPSERVER__resolvetimeouts, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.resolve_timeout_s must be number")
+                    if isinstance(data__TCPSERVER__resolvetimeouts, (int, float, Decimal)) and not isinstance(data__TCPSERVER__resolvetimeouts, bool):
+                        if data__TCPSERVER__resolvetimeouts < 0.05:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.resolve_timeout_s must be bigger than or equal to 0.05")
                 if "tls" in data__TCPSERVER_keys:
                     data__TCPSERVER_keys.remove("tls")
                     data__TCPSERVER__tls = data__TCPSERVER["tls"]

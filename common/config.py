@@ -87,6 +87,15 @@ SCHEMA: dict[str, Any] = _obj(
                 "idle_gap_ms": _num(20),
                 "reopen_min_s": _num(0.2),
                 "reopen_max_s": _num(5),
+                # What the uart holds until the client has it safe (see common.journal).
+                "journal": _obj(
+                    {
+                        "fsync": {"enum": ["always", "interval", "never"], "default": "interval"},
+                        "fsync_interval_s": _num(1.0, 0.001),
+                        # Bound of what is held; at the bound the uart stops reading.
+                        "max_bytes": _int(8 * 1024 * 1024, 64 * 1024),
+                    }
+                ),
             },
             ("port",),
         ),
@@ -97,7 +106,15 @@ SCHEMA: dict[str, Any] = _obj(
                 "timeout": _num(5),  # connect timeout, seconds
                 "keep_alive": _int(60),  # TCP keep-alive idle seconds; 0 turns it off
                 "reconnect_min_s": _num(0.5),
-                "reconnect_max_s": _num(30),
+                # Longest wait between connect attempts for the first
+                # reconnect_slow_after_s of an outage (so the link is back
+                # within about this long once the HES accepts again) ...
+                "reconnect_max_s": _num(1.5),
+                # ... and after that.
+                "reconnect_slow_after_s": _num(600),
+                "reconnect_slow_max_s": _num(30),
+                # Longest a name lookup of the HES may take.
+                "resolve_timeout_s": _num(5, 0.05),
                 "tls": _obj(
                     {
                         "enabled": {"type": "boolean", "default": False},

@@ -213,6 +213,7 @@ class Service:
         self._outbox_bytes = 0
         self._thread_inboxes: list[ThreadInbox] = []
         self._closers: list[Callable[[], None]] = []
+        self._threads: list[threading.Thread] = []
         self._heartbeat = heartbeat
 
         self.push = self._socket(zmq.PUSH, bus.BROKER_IN, sndhwm=bus.SNDHWM)
@@ -267,6 +268,11 @@ class Service:
         self._sockets[box.pull] = drain
         return box
 
+    def add_thread(self, thread: threading.Thread) -> None:
+        """A thread of this service: ``close()`` leaves the ZeroMQ context to
+        the process exit while it still runs (it may own a socket)."""
+        self._threads.append(thread)
+
     def on_close(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` when the service stops (join threads, close ports)."""
         self._closers.append(fn)
@@ -278,12 +284,12 @@ class Service:
         self._seq += 1
         return seq
 
-    def envelope(self, op: str, data: Any) -> bytes:
-        return bus.encode_parts(self.name, self.inst, self.next_seq(), op, data)
+    def envelope(self, op: str, data: Any, ref: list[Any] | None = None) -> bytes:
+        return bus.encode_parts(self.name, self.inst, self.next_seq(), op, data, ref)
 
-    def send(self, dst: str, op: str, data: Any) -> None:
+    def send(self, dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
         """Send ``op`` to service ``dst`` through the broker; never blocks."""
-        self.send_raw([dst.encode(), self.envelope(op, data)])
+        self.send_raw([dst.encode(), self.envelope(op, data, ref)])
 
     def send_raw(self, parts: list[bytes]) -> None:
         if self._outbox:
@@ -554,10 +560,14 @@ class Service:
             if isinstance(sock, zmq.Socket):
                 sock.close(linger=0)
         self._stop.close()
-        if self._own_ctx:
-            # destroy, not term: a reader thread that did not end in time must
-            # not keep the process from exiting.
-            self.ctx.destroy(linger=0)
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            # A socket is closed only by the thread that uses it: a thread
+            # that did not end in time keeps its own, and the context, until
+            # the process exits (its threads are daemons).
+            log.warning("threads still running at close names=%s action=left_to_exit", stuck)
+        elif self._own_ctx:
+            self.ctx.term()
 
 
 def main_for(factory: Callable[[dict[str, Any]], Service], name: str) -> None:

@@ -361,6 +361,7 @@ class Worker:
         self.owed = False
         self.rounds = 0
         self._thread = threading.Thread(target=self._run, name=f"watchdog-{name}", daemon=True)
+        app.add_thread(self._thread)
 
     def start(self) -> None:
         self._thread.start()
