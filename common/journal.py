@@ -11,8 +11,15 @@ The journal also keeps the downlink marks: the last unit of each HES data
 stream written whole to the meter, so that a restarted uart does not write
 again what it had written (see ``Uart`` for the one window this leaves).
 
+The uplink stream's identity is the journal's *epoch*, not the process
+instance: a restarted uart goes on numbering where the last one stopped, in
+the same stream, so the client keeps every unit in one order across restarts
+of either. A new epoch starts only with a new (or lost) journal.
+
 Records: a 4-byte big-endian length, then a msgpack array:
 
+- ``["e", epoch, next_n]``           the stream's epoch (first record) and,
+                                     after a compaction, its next number;
 - ``["u", inst, n, [frame, ...]]``  a unit of uplink frames;
 - ``["a", inst, n]``                 units of ``inst`` up to ``n`` acknowledged;
 - ``["d", src, inst, n]``            downlink unit ``n`` of ``(src, inst)`` written.
@@ -58,6 +65,8 @@ class Replay:
 
     units: list[tuple[int, int, list[bytes]]] = field(default_factory=list)
     marks: dict[tuple[str, int], int] = field(default_factory=dict)
+    epoch: int = 0  # 0: a new journal (``open`` makes one)
+    next_n: int = 0  # the next unit number of the epoch
     torn_bytes: int = 0  # bytes of a partial last record, cut off
     records: int = 0
 
@@ -86,6 +95,7 @@ class Journal:
         self._last_sync = clock()
         self.size = 0
         self.fd = -1
+        self.epoch = 0
 
     # -- opening -------------------------------------------------------------------
 
@@ -109,6 +119,10 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"journal {self.path}: {exc.strerror or exc}") from None
         self.size = good
+        if not replay.epoch:
+            replay.epoch = time.time_ns()
+            self._append(["e", replay.epoch, 0])
+        self.epoch = replay.epoch
         return replay
 
     def _parse(self, data: bytes, replay: Replay) -> int:
@@ -130,6 +144,8 @@ class Journal:
             replay.records += 1
         for key in order:
             inst, n = key
+            if inst == replay.epoch:
+                replay.next_n = max(replay.next_n, n + 1)
             if key in held and n > acked.get(inst, -1):
                 replay.units.append((inst, n, held[key]))
         return pos
@@ -143,7 +159,10 @@ class Journal:
         replay: Replay,
     ) -> None:
         kind = rec[0]
-        if kind == "u":
+        if kind == "e":
+            replay.epoch = int(rec[1])
+            replay.next_n = max(replay.next_n, int(rec[2]))
+        elif kind == "u":
             inst, n, frames = int(rec[1]), int(rec[2]), rec[3]
             if not isinstance(frames, list) or not all(isinstance(f, bytes) for f in frames):
                 raise ValueError("bad unit record")
@@ -207,11 +226,17 @@ class Journal:
         return self.size > max(self.compact_bytes, 4 * held_bytes)
 
     def compact(
-        self, units: Iterable[tuple[int, int, list[bytes]]], marks: dict[tuple[str, int], int]
+        self,
+        units: Iterable[tuple[int, int, list[bytes]]],
+        marks: dict[tuple[str, int], int],
+        next_n: int,
     ) -> None:
-        """Rewrite the file with only ``units`` (still held) and ``marks``."""
+        """Rewrite the file with only ``units`` (still held), ``marks`` and the
+        epoch with its next number."""
         tmp = self.path + ".tmp"
         out = bytearray()
+        body = self._packb(["e", self.epoch, next_n])
+        out += _LEN.pack(len(body)) + body
         for inst, n, frames in units:
             body = self._packb(["u", inst, n, frames])
             out += _LEN.pack(len(body)) + body

@@ -297,9 +297,12 @@ class Uart(Service):
         # self.up (the port thread appends, the loop acknowledges and resends).
         self._jlock = threading.Lock()
         now = time.monotonic()
+        # The stream is the journal's epoch: it outlives this process, and the
+        # numbering goes on where the last uart stopped (common.journal).
         self.up: delivery.Sender[list[bytes]] = delivery.Sender(
-            bus.UART, self.inst, int(jcfg["max_bytes"])
+            bus.UART, replay.epoch, int(jcfg["max_bytes"])
         )
+        self.up.next_n = replay.next_n
         for inst, n, frames in replay.units:
             self.up.adopt(inst, n, frames, sum(map(len, frames)), now)
         # Downlink: HES data from the client, written once, in order.
@@ -406,7 +409,7 @@ class Uart(Service):
             frames = msgpack.unpackb(parts[1])
             self.counters["frames_in"] += len(frames)
             with self._jlock:
-                ref = [bus.UART, self.inst, n, self.up.base(self.inst)]
+                ref = [bus.UART, self.up.inst, n, self.up.base(self.up.inst)]
             self.send(bus.RESOLVER, bus.OP_FRAMES, frames, ref)
             return
         if kind == _KIND_WRITTEN:
@@ -450,6 +453,7 @@ class Uart(Service):
                 self.journal.compact(
                     [(u.inst, u.n, u.item) for u in self.up.held],
                     {(src, inst): n for src, inst, n in self.down.marks()},
+                    self.up.next_n,
                 )
         self.counters["units_acked"] += len(released)
         self._wake_port_thread()  # room again, if it was waiting for some
@@ -661,7 +665,7 @@ class Uart(Service):
         """
         size = sum(map(len, frames))
         with self._jlock:
-            unit = self.up.adopt(self.inst, self.up.next_n, frames, size, time.monotonic())
+            unit = self.up.submit(frames, size, time.monotonic())
             self.journal.unit(unit.inst, unit.n, frames)
         # One part, not one per frame: pyzmq's per-part cost dominated the
         # hand-off to the loop under load.

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,44 @@ def test_data_appended_survives_sigkill_right_after_append_returns(tmp_path: Pat
     want = [b"%d-%d" % (i, j) for i in range(20) for j in range(50)]
     assert sp.count == len(want)
     assert drain(sp) == want
+
+
+def test_a_wall_clock_step_of_a_year_either_way_expires_nothing(tmp_path, monkeypatch):
+    """A gateway boots near 1970, spools through an outage, then NTP steps the
+    clock: nothing expires, because ages are on the spool's own clock."""
+    mono = [1000.0]
+    year = 365 * 24 * 3600.0
+    monkeypatch.setattr(time, "time", lambda: 31_536_000.0)  # 1971
+    sp = Spool(tmp_path / "s.db", max_bytes=1 << 20, max_age_s=3600, clock=lambda: mono[0])
+    sp.append([b"%04d" % i for i in range(1000)])
+    for step in (+50 * year, -50 * year):
+        monkeypatch.setattr(time, "time", lambda s=step: 31_536_000.0 + s)
+        assert not sp.expire()
+        assert sp.count == 1000
+    mono[0] += 3599
+    assert not sp.expire() and sp.count == 1000
+    mono[0] += 2
+    assert sp.expire().age == 1000
+
+
+def test_the_spool_clock_carries_on_across_a_restart(tmp_path):
+    mono = [0.0]
+    sp = Spool(tmp_path / "s.db", max_bytes=1 << 20, max_age_s=100, clock=lambda: mono[0])
+    sp.append([b"a"])
+    mono[0] = 60.0
+    sp.close()
+    mono[0] = 5.0  # a new boot: the monotonic clock starts over
+    sp = Spool(tmp_path / "s.db", max_bytes=1 << 20, max_age_s=100, clock=lambda: mono[0])
+    assert 59.0 <= sp.age() <= 61.0
+    mono[0] = 5.0 + 41.0
+    assert sp.expire().age == 1
+
+
+def test_marks_are_stored_with_the_payloads_and_bounded(tmp_path):
+    sp = Spool(tmp_path / "s.db", max_bytes=1 << 20, max_age_s=100)
+    sp.append([b"a", b"b"], [("uart", 1, 5)])
+    assert sp.last_ids[1] == sp.last_ids[0] + 1
+    sp.set_marks([("uart", 1, 3)])  # never backwards
+    assert sp.marks() == [("uart", 1, 5)]
+    sp.set_marks([("uart", i, 0) for i in range(2, 200)])
+    assert len(sp.marks()) <= 64
