@@ -53,7 +53,7 @@ def test_a_job_failing_on_every_worker_is_released_empty():
         pool.worker_ready(b"w%d" % k, 1, k, now=0.0)
     pool.submit("uart", b"poison", 1, None, now=0.0)
     out = []
-    for k in range(2):
+    for _ in range(2):
         pool.assign(lambda ident, job: True)
         busy = next(w for w in pool.workers.values() if w.inflight)
         out += pool.worker_gone(busy.ident)
