@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test tap status bench lint format stop ctl clean
+.PHONY: venv run test chaos tap status bench lint format stop ctl clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,12 @@ run: venv
 ## Run the whole test suite.
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Fault injection, repeated: each kill/outage/flood of tests/test_chaos.py
+## METERLINK_CHAOS_ROUNDS times (default 5), plus the long variants
+## (a 60 s HES outage, a 10 s / 1 GB flood). Not part of `make test`.
+chaos: venv
+	METERLINK_CHAOS_ROUNDS=$${METERLINK_CHAOS_ROUNDS:-5} $(PY) -m pytest tests/test_chaos.py -m chaos $(PYTEST_ARGS)
 
 ## Watch the bus live (add ARGS="--protocol 0x2200" etc.).
 tap: venv

@@ -2,8 +2,10 @@
 
 ``FakeHES(port=0).start()`` listens on a free port (``.port``); every accepted
 connection gets a thread that records what it receives (``.received(i)``, or
-``.data()`` for everything in connection order). ``.send(data)`` writes to the
-newest connection, ``.drop()`` closes the connections but keeps listening,
+``.data()`` for everything in connection order; ``.listening_at`` and
+``.accepted_at(i)`` say when, on the monotonic clock). ``.send(data)`` writes to the
+newest connection, ``.flood(limit, duration)`` sends to it as fast as TCP lets
+it, ``.drop()`` closes the connections but keeps listening,
 ``.stop()`` closes everything (the HES is gone) and ``.start()`` listens again
 on the same port. ``.pause()`` stops reading (a slow HES whose window fills;
 ``rcvbuf`` keeps that window small) until ``.resume()``. ``.reset()`` resets
@@ -100,6 +102,7 @@ class _Conn:
         self.closed = threading.Event()
         self.halt = threading.Event()  # the reader ends and leaves the socket to reset()
         self.thread: threading.Thread | None = None
+        self.accepted_at = time.monotonic()  # when accept() returned it
 
 
 class FakeHES:
@@ -116,6 +119,7 @@ class FakeHES:
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None
+        self.listening_at: float | None = None  # monotonic time of the last listen()
 
     # -- control --------------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class FakeHES:
             lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         lst.bind(("127.0.0.1", self.port))
         lst.listen(16)
+        self.listening_at = time.monotonic()
         self.port = lst.getsockname()[1]
         self._listener = lst
         self._stop = threading.Event()
@@ -221,6 +226,35 @@ class FakeHES:
             open_conns = [c for c in self._conns if not c.closed.is_set()]
         assert open_conns, "no open connection to send on"
         open_conns[-1].sock.sendall(data)
+
+    def accepted_at(self, index: int) -> float:
+        """Monotonic time at which connection ``index`` was accepted."""
+        with self._lock:
+            return self._conns[index].accepted_at
+
+    def flood(self, limit: int, duration: float, chunk: bytes = b"F" * 65536) -> int:
+        """Send ``chunk`` again and again on the newest open connection, as fast
+        as its TCP window lets it, until ``limit`` bytes went or ``duration``
+        seconds passed (a window that stays shut only makes it wait); returns
+        the bytes sent. Plain TCP only."""
+        with self._lock:
+            open_conns = [c for c in self._conns if not c.closed.is_set()]
+        assert open_conns, "no open connection to flood"
+        conn = open_conns[-1]
+        view = memoryview(chunk)
+        sent = 0
+        deadline = time.monotonic() + duration
+        while sent < limit and time.monotonic() < deadline and not conn.closed.is_set():
+            _, ready, _ = select.select([], [conn.sock], [], POLL_S)
+            if not ready:
+                continue
+            try:
+                sent += conn.sock.send(view[: min(len(view), limit - sent)])
+            except (BlockingIOError, TimeoutError):
+                continue
+            except OSError:
+                break
+        return sent
 
     def wait_connections(self, n: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
