@@ -117,12 +117,14 @@ import zmq
 
 from common import bus, delivery, rfc1662
 from common.config import ConfigError, load_or_exit
+from common.marks import MarkFile
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
 
 log = logging.getLogger("meterlink.client")
 
 SPOOL_FILE = "client-spool.sqlite3"  # in the run directory
+MARKS_FILE = "client-marks.bin"  # in the run directory (common.marks)
 RECV_SIZE = 65536  # bytes per read from the HES
 WRITE_CHUNK = 65536  # bytes per write to the HES
 SNDBUF_BYTES = 128 * 1024  # SO_SNDBUF (the kernel doubles it): bounds the unacknowledged window
@@ -135,7 +137,6 @@ STOP_ACK_WAIT_S = 0.2  # on stop, how long the thread waits for data in flight t
 DRAIN_BATCH = 256  # spool entries read per step while draining
 DOWNLINK_HWM = 1000  # downlink chunks the thread may queue for the loop
 DOWNLINK_WINDOW_BYTES = 64 * 1024  # read from the HES, not yet written to the meter
-ACK_MARKS_EVERY_S = 0.05  # direct-path delivery marks are stored at most this often
 SYNC_INTERVAL = 0.25  # seconds: loop reconciles with the thread at least this often
 STATUS_INTERVAL = 2.0  # seconds: link.status is published at least this often
 EXPIRE_INTERVAL_MAX = 60.0  # seconds between spool age checks (less if max_age_s is short)
@@ -937,12 +938,22 @@ class Client(Service):
         # its owner) once every payload before that index is safe: spooled,
         # or acknowledged by the HES's TCP.
         self.rx = delivery.Receiver()
+        self.markfile = MarkFile(os.path.join(config["_run_dir"], MARKS_FILE))
+        safe, sent, spool_sent = self.markfile.load()
         for src, inst, n in spool.marks():
+            safe[(src, inst)] = max(n, safe.get((src, inst), -1))
+        for (src, inst), n in safe.items():
             self.rx.load(src, inst, n)
+        self._safe_marks = safe
+        self._sent_marks = dict(sent)
+        self._spool_sent = spool_sent
+        # What the last client had handed to the HES beyond what it knew was
+        # safe: if it comes again, the HES may have it already (counted).
+        self._maybe_sent = {k: n for k, n in sent.items() if n > safe.get(k, -1)}
+        self._maybe_spool_sent = spool_sent
+        self._counted_to = 0  # spool ids counted as possibly repeated so far
         self._accepted = 0  # payloads taken in, ever (the next index)
         self._units: collections.deque[tuple[str, int, int, int]] = collections.deque()
-        self._marks_due: dict[tuple[str, int], int] = {}  # safe by TCP ACK, not yet stored
-        self._marks_at = 0.0
         # Downlink delivery: HES data held until the uart has written it.
         self.dl: delivery.Sender[list[bytes]] = delivery.Sender(
             bus.CLIENT, self.inst, DOWNLINK_WINDOW_BYTES
@@ -993,7 +1004,7 @@ class Client(Service):
         self._flush_gathered(pump=False, force=True)
         if n:
             log.info("unacknowledged payloads spooled n=%d reason=stopping", n)
-        self._store_marks(force=True)
+        self.markfile.close()
         self.spool.close()
 
     # -- uplink ------------------------------------------------------------------------
@@ -1027,13 +1038,26 @@ class Client(Service):
                 if want is not None:
                     self.send(ref.src, bus.OP_NACK, [ref.inst, want])
                 return
+        if ref is not None:
+            maybe = self._maybe_sent.get(ref.stream)
+            if maybe is not None and ref.n <= maybe and payloads:
+                self.count_drop(
+                    "uplink.duplicates_possible",
+                    "uplink payloads possibly repeated reason=client_restarted "
+                    "src=%s inst=%d unit=%d n=%d",
+                    ref.src,
+                    ref.inst,
+                    ref.n,
+                    len(payloads),
+                    n=len(payloads),
+                )
         if payloads:
-            self._take(payloads)
+            self._take(payloads, ref)
         if ref is not None:
             self._units.append((ref.src, ref.inst, ref.n, self._accepted))
             self._advance()
 
-    def _take(self, payloads: list[bytes]) -> None:
+    def _take(self, payloads: list[bytes], ref: bus.Ref | None = None) -> None:
         """Payloads taken in, in order: to the connection, or gathered for the spool."""
         self._sync()
         first = self._accepted
@@ -1042,13 +1066,18 @@ class Client(Service):
         # payload exists in this process's memory alone until acknowledged
         # (the uart holds its unit until then, so a crash only delays it).
         nbytes = sum(map(len, payloads))
-        if (
+        direct = (
             self._up
             and not self._gathered
             and self.spool.count == 0
             and self._inflight_bytes + nbytes <= DIRECT_MAX_BYTES
-            and self.conn.submit(self._gen, payloads)
-        ):
+        )
+        if direct and ref is not None:
+            # Before the HES can have it: a restarted client then knows
+            # this unit may be at the HES already (common.marks).
+            self._sent_marks[ref.stream] = ref.n
+            self._write_marks()
+        if direct and self.conn.submit(self._gen, payloads):
             for i, p in enumerate(payloads):
                 self._inflight.append((None, p, first + i))
             self._inflight_bytes += nbytes
@@ -1084,31 +1113,32 @@ class Client(Service):
         return last
 
     def _advance(self) -> None:
-        """Acknowledge every unit that became safe; store its mark soon."""
+        """Acknowledge every unit that became safe, after writing its mark.
+
+        The mark goes to the mark file at once (one pwrite): a unit the HES
+        acknowledged whose mark a kill loses reaches the HES twice, the one
+        repeat this design allows; ``sent`` marks let the next client count it.
+        """
         last = self._safe_units()
+        moved = False
         for (src, inst), n in last.items():
             if self.rx.made_durable(src, inst, n):
-                self._marks_due[(src, inst)] = n
-                self.send(src, bus.OP_ACK, [inst, n])
-        self._store_marks()
+                self._safe_marks[(src, inst)] = n
+                moved = True
+        if moved:
+            self._write_marks()
+            for src, inst in last:
+                self.send(src, bus.OP_ACK, [inst, self.rx.durable(src, inst)])
 
-    def _store_marks(self, force: bool = False) -> None:
-        """Store marks of units made safe by TCP ACKs (not spooled): at most every
-        ``ACK_MARKS_EVERY_S``. A unit acknowledged by the HES whose mark a
-        crash loses is sent again by its owner and reaches the HES twice:
-        the window of the one duplicate this design allows, counted at start."""
-        if not self._marks_due:
-            return
-        now = time.monotonic()
-        if not force and now - self._marks_at < ACK_MARKS_EVERY_S:
-            return
-        self._marks_at = now
-        marks = [(src, inst, n) for (src, inst), n in self._marks_due.items()]
-        self._marks_due.clear()
+    def _write_marks(self) -> None:
+        known = self.rx.streams
+        for marks in (self._safe_marks, self._sent_marks):
+            for key in [k for k in marks if k not in known]:
+                del marks[key]  # streams the receiver forgot (bounded)
         try:
-            self.spool.set_marks(marks)
-        except SpoolError as exc:
-            self.count_drop("spool.errors", "delivery marks not stored error=%s", exc)
+            self.markfile.write(self._safe_marks, self._sent_marks, self._spool_sent)
+        except OSError as exc:
+            self.count_drop("marks.errors", "delivery marks not written error=%s", exc)
 
     def _marks_through(self, index: int) -> list[tuple[str, int, int]]:
         """Marks of the units whose payloads all end before ``index``: what a
@@ -1217,9 +1247,22 @@ class Client(Service):
                 return
             if not batch:
                 return
+            top = batch[-1][0]
+            if top > self._spool_sent:
+                self._spool_sent = top  # before the HES can have them (common.marks)
+                self._write_marks()
+            maybe = sum(1 for id_, _ in batch if self._counted_to < id_ <= self._maybe_spool_sent)
             if not self.conn.submit(self._gen, [d for _, d in batch]):
                 self._sync()
                 return
+            if maybe:
+                self.count_drop(
+                    "uplink.duplicates_possible",
+                    "uplink payloads possibly repeated reason=client_restarted from=spool n=%d",
+                    maybe,
+                    n=maybe,
+                )
+                self._counted_to = max(self._counted_to, top)
             for id_, d in batch:
                 self._inflight.append((id_, d, -1))
                 self._inflight_bytes += len(d)
@@ -1242,7 +1285,6 @@ class Client(Service):
     def _tick(self) -> None:
         self._flush_gathered()  # in case the burst ended with a message that was not a send
         self._sync()
-        self._store_marks()
         now = time.monotonic()
         if self.dl.due(now):
             self._resend_downlink(self.dl.resend_all(now), "no_ack")
