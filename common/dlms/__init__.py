@@ -1,0 +1,73 @@
+"""Sans-I/O DLMS/COSEM codec: APDUs (xDLMS and ACSE), A-XDR data, IEC 62056-47 wrapper.
+
+Bytes in, values out, no sockets or threads: ``decode(apdu_bytes) -> Apdu`` raises a
+``DlmsError`` subclass for anything malformed, ``encode(apdu) -> bytes`` is its exact
+inverse (``encode(decode(b)) == b``), ``describe(apdu)`` gives one readable line. The
+TCP wrapper lives in ``common.dlms.wrapper``.
+"""
+
+from common.dlms.apdu import (
+    LAYOUTS,
+    Apdu,
+    Blob,
+    Descriptor,
+    Selection,
+    Seq,
+    decode,
+    describe,
+    encode,
+)
+from common.dlms.axdr import (
+    TYPE_NAMES,
+    TYPE_TAGS,
+    BitString,
+    CompactArray,
+    Data,
+    TypeDesc,
+    decode_data,
+    encode_data,
+    format_datetime,
+)
+from common.dlms.ber import Tlv
+from common.dlms.errors import (
+    BadLength,
+    BadTag,
+    BadValue,
+    DlmsError,
+    EncodeError,
+    TooDeep,
+    TrailingBytes,
+    Truncated,
+    WrapperError,
+)
+
+__all__ = [
+    "LAYOUTS",
+    "TYPE_NAMES",
+    "TYPE_TAGS",
+    "Apdu",
+    "BadLength",
+    "BadTag",
+    "BadValue",
+    "BitString",
+    "Blob",
+    "CompactArray",
+    "Data",
+    "Descriptor",
+    "DlmsError",
+    "EncodeError",
+    "Selection",
+    "Seq",
+    "Tlv",
+    "TooDeep",
+    "TrailingBytes",
+    "Truncated",
+    "TypeDesc",
+    "WrapperError",
+    "decode",
+    "decode_data",
+    "describe",
+    "encode",
+    "encode_data",
+    "format_datetime",
+]
