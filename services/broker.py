@@ -33,7 +33,6 @@ import msgpack
 import zmq
 
 from common import bus
-from common.config import load_or_exit
 from common.service import Counters, Stopper, setup_logging
 
 log = logging.getLogger("meterlink.broker")
@@ -603,9 +602,13 @@ class Broker:
 
 
 def main() -> None:
-    config = load_or_exit()
+    from common.daemon import boot, reload_config
+
+    config, _ = boot("broker", doc=__doc__)
     setup_logging(config["LOG"]["level"], "broker")
-    Broker(config).run()
+    broker = Broker(config)
+    broker._stop.on_reload = lambda: reload_config("broker", config, frozenset())
+    broker.run()
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ from typing import Any
 import zmq
 
 from common import bus, rfc1662
-from common.config import ConfigError, load_or_exit
+from common.config import ConfigError
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
 
@@ -1181,7 +1181,9 @@ class Client(Service):
 
 
 def main() -> None:
-    config = load_or_exit()
+    from common.daemon import boot
+
+    config, _ = boot(bus.CLIENT, doc=__doc__)
     setup_logging(config["LOG"]["level"], bus.CLIENT)
     try:
         service = Client(config)

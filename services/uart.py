@@ -777,7 +777,7 @@ def make_uart(config: dict[str, Any]) -> Uart:
 
 
 def main() -> None:
-    main_for(make_uart, bus.UART)
+    main_for(make_uart, bus.UART, __doc__)
 
 
 if __name__ == "__main__":

@@ -818,7 +818,7 @@ def make_watchdog(config: dict[str, Any]) -> Watchdog:
 
 
 def main() -> None:
-    main_for(make_watchdog, bus.WATCHDOG)
+    main_for(make_watchdog, bus.WATCHDOG, __doc__)
 
 
 if __name__ == "__main__":
