@@ -112,7 +112,8 @@ def programs(stack: Stack) -> str:
     members: list[str] = []
     if stack.sim:
         for sim in SIMS:
-            out.append(_program(stack, sim, [f"services.{sim}"], PRIORITY[sim]))
+            args = [f"services.{sim}"] + (["--wait-reader", "30"] if sim == "meter_sim" else [])
+            out.append(_program(stack, sim, args, PRIORITY[sim]))
             members.append(stack.name(sim))
     for prog in CORE:
         out.append(
