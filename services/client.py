@@ -95,6 +95,7 @@ ended, so sent again: the HES may have them twice),
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import fcntl
 import itertools
@@ -1178,6 +1179,32 @@ class Client(Service):
         data = super().heartbeat_data()
         data["link"] = self.link_status()
         return data
+
+    # -- reload (SIGHUP): what changes without dropping the link -----------------------
+
+    LIVE_KEYS = frozenset(
+        {"TCP_SERVER.registration", "TCP_SERVER.heartbeat", "TCP_SERVER.spool", "DEVICE"}
+    )
+
+    def apply_config(self, new: dict[str, Any], changed: list[str]) -> None:
+        try:
+            target = Target.from_config(new)
+        except ConfigError as exc:
+            log.error("reload: keeping the running HES settings error=%r", str(exc))
+            return
+        # Same HES, new packets: the connection takes them from its next connect
+        # (registration) or heartbeat period; the link itself is not touched.
+        target = dataclasses.replace(target, host=self.target.host, port=self.target.port)
+        self.target = target
+        self.conn.t = target
+        spool_cfg = new["TCP_SERVER"]["spool"]
+        self.spool.max_bytes = int(spool_cfg["max_bytes"])
+        self.spool.max_age_s = float(spool_cfg["max_age_s"])
+        log.info(
+            "client config applied spool_max_bytes=%d spool_max_age_s=%g",
+            self.spool.max_bytes,
+            self.spool.max_age_s,
+        )
 
 
 def main() -> None:

@@ -165,7 +165,18 @@ def check(path: Path, run_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    rest: list[str] | None = None
+    i = 0
+    while i < len(argv):  # the tools take their own arguments, --help included
+        if argv[i] in ("--config", "--run-dir"):
+            i += 2
+            continue
+        if not argv[i].startswith("-") and argv[i] in REMAINDER_COMMANDS:
+            argv, rest = argv[: i + 1], argv[i + 1 :]
+        break
     args = build_parser().parse_args(argv)
+    if rest is not None:
+        args.args = rest
     config, run_dir = _paths(args)
     cmd = args.cmd
     if cmd in REMAINDER_COMMANDS:
