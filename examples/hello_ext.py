@@ -2,7 +2,7 @@
 
 Configured as ``"EXTENSIONS": {"hello": {"module": "examples.hello_ext",
 "settings": {"every_s": 5}}}``, it runs as its own supervisord program. It
-greets the HES each time the client's link comes up, sends a count to the HES
+greets the HES each time the client's link comes up (and at start if it is up), sends a count to the HES
 every ``every_s`` seconds, and answers an ``ask`` operation sent to its inbox
 (``hello.in``) by publishing ``hello.answer``.
 """
@@ -24,12 +24,18 @@ class Hello(Service):
         settings = config["EXTENSIONS"][name]["settings"]
         self.device = config["DEVICE"]["name"]
         self.sent = 0
+        self.link_up = False
         self.every(float(settings.get("every_s", 5)), self.tick)
 
-        @self.on_event(bus.T_LINK_UP)
-        def link_up(_topic: str, _env: bus.Envelope) -> None:
-            self.client.send(f"HELLO {self.device}\n".encode())
-            log.info("greeted the HES device=%s", self.device)
+        # link.status is a state topic: the broker sends its last value to a
+        # new subscriber, so an extension that starts after the link sees it.
+        @self.on_event(bus.T_LINK_STATUS)
+        def link(_topic: str, env: bus.Envelope) -> None:
+            up = bool(env.data.get("up"))
+            if up and not self.link_up:
+                self.client.send(f"HELLO {self.device}\n".encode())
+                log.info("greeted the HES device=%s", self.device)
+            self.link_up = up
 
         @self.on("ask")
         def ask(env: bus.Envelope) -> None:
