@@ -53,6 +53,16 @@ log = logging.getLogger("meterlink")
 #: Keys every process applies live on reload. Services add their own.
 LIVE_KEYS: frozenset[str] = frozenset({"LOG.level"})
 
+#: What each service reads: on reload a service says "needs restart" only for
+#: a changed key it uses, so one change is reported once, by its owner.
+READS: dict[str, tuple[str, ...]] = {
+    "broker": ("BUS", "RESOLVER.prefetch", "EXTENSIONS"),
+    "uart": ("UART",),
+    "client": ("TCP_SERVER", "DEVICE", "UART.max_info", "UART.profile", "UART.accm"),
+    "watchdog": ("WATCHDOG", "TCP_SERVER.host", "TCP_SERVER.port"),
+    "resolver": ("DEVICE", "RESOLVER"),
+}
+
 
 class RunDirError(Exception):
     """The run directory cannot be used: not a directory, or not private."""
@@ -303,7 +313,8 @@ def reload_config(
     except ConfigError as exc:
         log.error("reload refused, keeping the running config error=%r", str(exc))
         return None, []
-    changes = changed_keys(old, new)
+    reads = READS.get(name, (f"EXTENSIONS.{name}",))
+    changes = [k for k in changed_keys(old, new) if k == "LOG.level" or is_live(k, frozenset(reads))]
     live_all = LIVE_KEYS | live
     applied = [k for k in changes if is_live(k, live_all)]
     for key in changes:
@@ -311,6 +322,7 @@ def reload_config(
             log.warning("config change needs restart key=%s service=%s", key, name)
     level = new["LOG"]["level"]
     logging.getLogger().setLevel(getattr(logging, level, logging.INFO))
+    log.debug("log level now %s service=%s", level, name)  # shows only if it took
     log.info(
         "config reloaded service=%s applied=%s", name, ",".join(applied) if applied else "none"
     )

@@ -424,7 +424,8 @@ def test_a_healthy_minute_one_hes_connection_and_sighup_reloads_without_reconnec
     wait_for(lambda: hes.data() == want, 20, "every payload at the HES")
     assert hes.connections == 1, "the HES saw a connection other than the client's"
     assert other.connections == 0, "the watchdog probed while the link was up"
-    assert "DEBUG" in launcher.log("watchdog") + launcher.log("client") + launcher.log("uart")
+    for name in CORE:  # the new level is in effect: a DEBUG line appears
+        assert "DEBUG" in launcher.log(name) and "log level now DEBUG" in launcher.log(name)
 
 
 # -- extensions ---------------------------------------------------------------------------------------
