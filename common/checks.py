@@ -64,9 +64,7 @@ def schema_errors(schema: dict[str, Any], doc: Any, path: tuple[str, ...] = ()) 
     if kinds is not None:
         kinds_l = [kinds] if isinstance(kinds, str) else list(kinds)
         if not any(_is(doc, k) for k in kinds_l):
-            errors.append(
-                f"config key {key}: must be {' or '.join(kinds_l)}, not {_show(doc)}"
-            )
+            errors.append(f"config key {key}: must be {' or '.join(kinds_l)}, not {_show(doc)}")
             return errors
     if "enum" in schema and doc not in schema["enum"]:
         valid = ", ".join(_show(v) for v in schema["enum"])
@@ -92,9 +90,7 @@ def schema_errors(schema: dict[str, Any], doc: Any, path: tuple[str, ...] = ()) 
                 near = difflib.get_close_matches(name, list(props), n=1, cutoff=0.6)
                 hint = f" (did you mean '{near[0]}'?)" if near else ""
                 known = ", ".join(props)
-                errors.append(
-                    f"config key {key}: unknown key '{name}'{hint}; known keys: {known}"
-                )
+                errors.append(f"config key {key}: unknown key '{name}'{hint}; known keys: {known}")
             elif isinstance(extra, dict):
                 errors.extend(schema_errors(extra, value, (*path, name)))
     if isinstance(doc, list):
@@ -120,7 +116,7 @@ def map_uart_port(uart: dict[str, Any]) -> dict[str, Any] | None:
     mapped = uart.get("port_map", {}).get(str(port))
     device = mapped or UART_DEVICE_RULE.format(n=port)
     uart["port"] = device
-    rule = f"UART.port_map[\"{port}\"]" if mapped else UART_DEVICE_RULE.replace("{n}", "<N>")
+    rule = f'UART.port_map["{port}"]' if mapped else UART_DEVICE_RULE.replace("{n}", "<N>")
     return {"number": port, "device": device, "rule": rule}
 
 

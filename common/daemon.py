@@ -314,7 +314,9 @@ def reload_config(
         log.error("reload refused, keeping the running config error=%r", str(exc))
         return None, []
     reads = READS.get(name, (f"EXTENSIONS.{name}",))
-    changes = [k for k in changed_keys(old, new) if k == "LOG.level" or is_live(k, frozenset(reads))]
+    changes = [
+        k for k in changed_keys(old, new) if k == "LOG.level" or is_live(k, frozenset(reads))
+    ]
     live_all = LIVE_KEYS | live
     applied = [k for k in changes if is_live(k, live_all)]
     for key in changes:

@@ -2,7 +2,8 @@
 
 Configured as ``"EXTENSIONS": {"hello": {"module": "examples.hello_ext",
 "settings": {"every_s": 5}}}``, it runs as its own supervisord program. It
-greets the HES each time the client's link comes up (and at start if it is up), sends a count to the HES
+greets the HES each time the client's link comes up (and at start if it is
+up), sends a count to the HES
 every ``every_s`` seconds, and answers an ``ask`` operation sent to its inbox
 (``hello.in``) by publishing ``hello.answer``.
 """

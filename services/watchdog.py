@@ -872,7 +872,9 @@ class Watchdog(Service):
             STEP_REBOOT: list(wd["reboot_cmd"]),
         }
         self.command_timeout = wd["command_timeout_s"]
-        if any(k.startswith(("WATCHDOG.radio", "WATCHDOG.reboot", "WATCHDOG.ladder")) for k in changed):
+        if any(
+            k.startswith(("WATCHDOG.radio", "WATCHDOG.reboot", "WATCHDOG.ladder")) for k in changed
+        ):
             self.ladder = Ladder(
                 wd["radio_cycle_after"], wd["reboot_after"], wd["ladder_backoff_max"]
             )

@@ -46,7 +46,9 @@ def seed_dev_json() -> Path:
     return path
 
 
-def run(args: list[str], run_dir: Path, cfg: Path | None = None, **kw) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], run_dir: Path, cfg: Path | None = None, **kw
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, METERLINK_RUN_DIR=str(run_dir), PYTHONPATH=str(ROOT))
     if cfg is not None:
         env["METERLINK_CONFIG"] = str(cfg)
@@ -102,7 +104,10 @@ def test_second_broker_and_second_uart_are_refused_naming_the_holder(stack, run_
 
 
 def test_lock_is_free_again_when_the_holder_dies(run_dir):
-    code = "from common.daemon import PidLock; import sys, time; PidLock(sys.argv[1], 'x').acquire(); print('held', flush=True); time.sleep(60)"
+    code = (
+        "from common.daemon import PidLock; import sys, time; "
+        "PidLock(sys.argv[1], 'x').acquire(); print('held', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
@@ -249,7 +254,7 @@ def test_supervisor_include_is_programs_only_with_prefixed_names(run_dir, capsys
         assert section not in text
     programs = [ln for ln in text.splitlines() if ln.startswith("[program:")]
     assert programs and all(p.startswith("[program:meterlink-") for p in programs)
-    assert "[group:meterlink]" in text and f"METERLINK_RUN_DIR=\"{run_dir}\"" in text
+    assert "[group:meterlink]" in text and f'METERLINK_RUN_DIR="{run_dir}"' in text
 
 
 def test_systemd_unit_runs_as_a_dedicated_user_with_etc_and_var_lib(capsys):

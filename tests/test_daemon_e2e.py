@@ -27,7 +27,7 @@ import pytest
 
 from common import bus, rfc1662
 from tests.conftest import ROOT, Probe, base_config, shared_dir, wait_for
-from tests.hes_util import FakeHES, free_port
+from tests.hes_util import FakeHES
 from tests.pty_util import MeterPty
 
 SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
@@ -158,7 +158,7 @@ def private(run_dir: Path) -> list[str]:
     ]
 
 
-# -- failures on the terminal ----------------------------------------------------------------
+# -- failures on the terminal ----------------------------------------------------------
 
 
 def test_bad_config_is_refused_before_anything_starts(run_dir, things):
@@ -169,7 +169,9 @@ def test_bad_config_is_refused_before_anything_starts(run_dir, things):
     things.append(launcher)
     assert launcher.proc.wait(5) == 2
     out = launcher.output()
-    assert "FATAL meterlink: config key UART: unknown key 'baudrat' (did you mean 'baudrate'?)" in out
+    assert (
+        "FATAL meterlink: config key UART: unknown key 'baudrat' (did you mean 'baudrate'?)" in out
+    )
     assert not (run_dir / "supervisor.sock").exists()
 
 
@@ -196,7 +198,7 @@ def test_a_process_with_a_config_error_ends_fatal_within_5_s_with_its_message(ru
     launcher.wait_running(core_names(2)[:3])  # the rest runs
 
 
-# -- the reference's dev.json ------------------------------------------------------------------
+# -- the reference's dev.json ----------------------------------------------------------
 
 
 def test_reference_dev_json_runs_with_only_the_hes_pointed_at_a_local_one(run_dir, things):
@@ -223,7 +225,7 @@ def test_reference_dev_json_runs_with_only_the_hes_pointed_at_a_local_one(run_di
     assert private(run_dir) == []
 
 
-# -- under a host supervisord ---------------------------------------------------------------------
+# -- under a host supervisord ----------------------------------------------------------
 
 
 def test_host_supervisord_runs_the_include_beside_another_program(run_dir, things):
@@ -329,7 +331,7 @@ files = meterlink.conf
     wait_for(lambda: running(names), 40, "meterlink started again by the host")
 
 
-# -- scaling under traffic --------------------------------------------------------------------------
+# -- scaling under traffic -------------------------------------------------------------
 
 
 def test_scale_4_then_1_under_traffic_loses_nothing_and_restarts_nothing_else(run_dir, things):
@@ -356,13 +358,21 @@ def test_scale_4_then_1_under_traffic_loses_nothing_and_restarts_nothing_else(ru
     writer.start()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     scale = [sys.executable, "-m", "services.cli", "--run-dir", str(run_dir), "scale"]
-    out = subprocess.run([*scale, "4"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*scale, "4"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     launcher.wait_running(core_names(4))
-    out = subprocess.run([*scale, "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*scale, "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     wait_for(
-        lambda: not any(k.startswith(("resolver-1", "resolver-2", "resolver-3")) for k in launcher.states()),
+        lambda: (
+            not any(
+                k.startswith(("resolver-1", "resolver-2", "resolver-3")) for k in launcher.states()
+            )
+        ),
         30,
         "workers 1-3 removed",
     )
@@ -378,7 +388,7 @@ def test_scale_4_then_1_under_traffic_loses_nothing_and_restarts_nothing_else(ru
     assert hes.connections == 1
 
 
-# -- reload, and a quiet HES -------------------------------------------------------------------------
+# -- reload, and a quiet HES -----------------------------------------------------------
 
 
 def test_a_healthy_minute_one_hes_connection_and_sighup_reloads_without_reconnect(run_dir, things):
@@ -402,13 +412,17 @@ def test_a_healthy_minute_one_hes_connection_and_sighup_reloads_without_reconnec
     launcher.proc.send_signal(signal.SIGHUP)
     for name in CORE:
         wait_for(
-            lambda name=name: "config reloaded service=" in launcher.log(name)
-            and "LOG.level" in launcher.log(name).split("config reloaded", 1)[1],
+            lambda name=name: (
+                "config reloaded service=" in launcher.log(name)
+                and "LOG.level" in launcher.log(name).split("config reloaded", 1)[1]
+            ),
             15,
             f"{name} reloaded with the new log level",
         )
     wait_for(
-        lambda: f"watchdog config applied targets=127.0.0.1:{other.port}" in launcher.log("watchdog"),
+        lambda: (
+            f"watchdog config applied targets=127.0.0.1:{other.port}" in launcher.log("watchdog")
+        ),
         10,
         "the watchdog's new targets",
     )
@@ -428,7 +442,7 @@ def test_a_healthy_minute_one_hes_connection_and_sighup_reloads_without_reconnec
         assert "DEBUG" in launcher.log(name) and "log level now DEBUG" in launcher.log(name)
 
 
-# -- extensions ---------------------------------------------------------------------------------------
+# -- extensions ------------------------------------------------------------------------
 
 
 def test_readme_extension_example_runs_under_supervisord_and_talks_to_the_hes(run_dir, things):
@@ -463,15 +477,28 @@ def test_readme_extension_example_runs_under_supervisord_and_talks_to_the_hes(ru
     # ... and a row in status.
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run(
-        [sys.executable, "-m", "services.cli", "--config", str(launcher.cfg_path),
-         "--run-dir", str(run_dir), "status", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "--config",
+            str(launcher.cfg_path),
+            "--run-dir",
+            str(run_dir),
+            "status",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     names = [s["name"] for s in json.loads(out.stdout)["registry"]["services"]]
     assert "hello" in names
 
 
-# -- plain supervisord from a checkout -------------------------------------------------------------------
+# -- plain supervisord from a checkout -------------------------------------------------
 
 
 def test_plain_supervisord_c_supervisord_conf_works_with_no_environment(run_dir, things):
@@ -507,7 +534,11 @@ def test_plain_supervisord_c_supervisord_conf_works_with_no_environment(run_dir,
     def running() -> bool:
         out = subprocess.run(
             [SUPERVISORCTL, "-c", "supervisord.conf", "status"],
-            cwd=clone, env=env, capture_output=True, text=True, timeout=30,
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
         ).stdout
         states = dict(ln.split()[:2] for ln in out.splitlines() if ln.split())
         return all(states.get(n) == "RUNNING" for n in core_names(2))

@@ -261,7 +261,9 @@ def test_supervisorctl_stop_all_stops_every_process_within_two_seconds(e2e):
     assert elapsed < 2.0, f"stop all took {elapsed:.2f}s"
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"pid {pid} left behind"
-    lines = [ln for ln in sup.ctl("status").splitlines() if ln.startswith(("meterlink:", "resolver-"))]
+    lines = [
+        ln for ln in sup.ctl("status").splitlines() if ln.startswith(("meterlink:", "resolver-"))
+    ]
     assert len(lines) == 4 + 2 and all("STOPPED" in ln for ln in lines)
 
 

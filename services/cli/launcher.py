@@ -139,10 +139,12 @@ def write_stack(stack: conf.Stack) -> Path:
 
 def ctl(run_dir: Path, args: list[str]) -> int:
     if args in (["-h"], ["--help"]):
-        print("usage: meterlink ctl [supervisorctl arguments...]\n\nsupervisorctl against "
-              "the stack that `meterlink run` started in the run directory, e.g.\n"
-              "  meterlink ctl status\n  meterlink ctl restart meterlink:uart\n"
-              "  meterlink ctl tail -f meterlink:client")
+        print(
+            "usage: meterlink ctl [supervisorctl arguments...]\n\nsupervisorctl against "
+            "the stack that `meterlink run` started in the run directory, e.g.\n"
+            "  meterlink ctl status\n  meterlink ctl restart meterlink:uart\n"
+            "  meterlink ctl tail -f meterlink:client"
+        )
         return 0
     path = run_dir / CONF_FILE
     if not path.exists():
@@ -298,9 +300,7 @@ class Watcher:
             return
         for info in infos:
             state = info["statename"]
-            bad = state == "FATAL" or (
-                state == "EXITED" and info.get("exitstatus") == 2
-            )
+            bad = state == "FATAL" or (state == "EXITED" and info.get("exitstatus") == 2)
             key = f"{info['group']}:{info['name']}"
             if not bad:
                 if state == "RUNNING":
@@ -310,9 +310,9 @@ class Watcher:
                 continue
             self.reported[key] = info["stop"]
             log = Path(info.get("stdout_logfile") or self.run_dir / "logs" / f"{info['name']}.log")
+            why = info.get("spawnerr") or f"exit status {info.get('exitstatus')}"
             print(
-                f"FATAL {key}: {state} ({info.get('spawnerr') or 'exit status ' + str(info.get('exitstatus'))}); "
-                f"last lines of {log}:",
+                f"FATAL {key}: {state} ({why}); last lines of {log}:",
                 file=out,
                 flush=True,
             )

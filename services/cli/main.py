@@ -75,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the meter and HES simulators [$METERLINK_SIM, false]",
     )
     p.add_argument("--quiet", action="store_true", help="show only failures")
-    p.add_argument(
-        "--skip-check", action="store_true", help="start even if the config check fails"
-    )
+    p.add_argument("--skip-check", action="store_true", help="start even if the config check fails")
     p.add_argument("--user", default="", help="supervisord drops to this user (when root)")
 
     p = sub.add_parser("check", help="check a config; every problem at once; exit 2 if bad")
@@ -154,9 +152,7 @@ def check(path: Path, run_dir: Path) -> int:
     mapped = cfg.get("_port_mapped")
     print(f"{path}: OK")
     if mapped:
-        print(
-            f"  UART.port {mapped['number']} -> {mapped['device']} (rule {mapped['rule']})"
-        )
+        print(f"  UART.port {mapped['number']} -> {mapped['device']} (rule {mapped['rule']})")
     print(f"  HES {cfg['TCP_SERVER']['host']}:{cfg['TCP_SERVER']['port']} (not contacted)")
     if cfg["EXTENSIONS"]:
         print(f"  extensions: {', '.join(sorted(cfg['EXTENSIONS']))}")
