@@ -6,19 +6,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test chaos tap status bench lint format stop ctl clean
+.PHONY: all venv run test chaos tap status bench lint format stop ctl clean
+
+## `make` alone: .venv with the pinned dependencies and the `meterlink` command.
+all: venv
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterlink needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 ## Start the whole stack with the meter and HES simulators, in the foreground (Ctrl-C stops).
 run: venv
-	METERLINK_SIM=$${METERLINK_SIM:-true} $(PY) -m services.supervise run
+	METERLINK_SIM=$${METERLINK_SIM:-true} $(VENV)/bin/meterlink run $(ARGS)
 
 ## Run the whole test suite.
 test: venv
@@ -32,11 +36,11 @@ chaos: venv
 
 ## Watch the bus live (add ARGS="--protocol 0x2200" etc.).
 tap: venv
-	$(PY) -m services.tap $(ARGS)
+	$(VENV)/bin/meterlink tap $(ARGS)
 
 ## One screen of services, links and counters.
 status: venv
-	$(PY) -m services.status $(ARGS)
+	$(VENV)/bin/meterlink status $(ARGS)
 
 ## Benchmarks: codec, pipeline, footprint.
 bench: venv
@@ -53,11 +57,11 @@ format: venv
 
 ## Stop a stack started with `make run` in another terminal.
 stop: venv
-	$(PY) -m services.supervise ctl shutdown
+	$(VENV)/bin/meterlink ctl shutdown
 
 ## supervisorctl against the running stack, e.g. make ctl ARGS="restart meterlink:uart".
 ctl: venv
-	$(PY) -m services.supervise ctl $(ARGS)
+	$(VENV)/bin/meterlink ctl $(ARGS)
 
 clean:
 	rm -rf run .pytest_cache .mypy_cache .ruff_cache .hypothesis

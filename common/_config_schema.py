@@ -38,12 +38,32 @@ def validate(data, custom_formats={}, name_prefix=None):
                 if "port" in data__UART_keys:
                     data__UART_keys.remove("port")
                     data__UART__port = data__UART["port"]
-                    if not isinstance(data__UART__port, (str)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.port must be string")
+                    if not isinstance(data__UART__port, (str, int)) and not (isinstance(data__UART__port, float) and data__UART__port.is_integer()) or isinstance(data__UART__port, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.port must be string or integer")
                     if isinstance(data__UART__port, str):
                         data__UART__port_len = len(data__UART__port)
                         if data__UART__port_len < 1:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.port must be longer than or equal to 1 characters")
+                    if isinstance(data__UART__port, (int, float, Decimal)) and not isinstance(data__UART__port, bool):
+                        if data__UART__port < 0:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.port must be bigger than or equal to 0")
+                if "port_map" in data__UART_keys:
+                    data__UART_keys.remove("port_map")
+                    data__UART__portmap = data__UART["port_map"]
+                    if not isinstance(data__UART__portmap, (dict)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.port_map must be object")
+                    data__UART__portmap_is_dict = isinstance(data__UART__portmap, dict)
+                    if data__UART__portmap_is_dict:
+                        data__UART__portmap_keys = set(data__UART__portmap.keys())
+                        for data__UART__portmap_key in data__UART__portmap_keys:
+                            if data__UART__portmap_key not in []:
+                                data__UART__portmap_value = data__UART__portmap.get(data__UART__portmap_key)
+                                if not isinstance(data__UART__portmap_value, (str)):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.port_map.{data__UART__portmap_key}".format(**locals()) + " must be string")
+                                if isinstance(data__UART__portmap_value, str):
+                                    data__UART__portmap_value_len = len(data__UART__portmap_value)
+                                    if data__UART__portmap_value_len < 1:
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".UART.port_map.{data__UART__portmap_key}".format(**locals()) + " must be longer than or equal to 1 characters")
                 if "baudrate" in data__UART_keys:
                     data__UART_keys.remove("baudrate")
                     data__UART__baudrate = data__UART["baudrate"]
@@ -700,6 +720,41 @@ def validate(data, custom_formats={}, name_prefix=None):
                         raise JsonSchemaValueException("" + (name_prefix or "data") + ".LOG.level must be one of ['DEBUG', 'INFO', 'WARNING', 'ERROR']")
                 if data__LOG_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".LOG must not contain "+str(data__LOG_keys)+" properties")
+        if "EXTENSIONS" in data_keys:
+            data_keys.remove("EXTENSIONS")
+            data__EXTENSIONS = data["EXTENSIONS"]
+            if not isinstance(data__EXTENSIONS, (dict)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".EXTENSIONS must be object")
+            data__EXTENSIONS_is_dict = isinstance(data__EXTENSIONS, dict)
+            if data__EXTENSIONS_is_dict:
+                data__EXTENSIONS_keys = set(data__EXTENSIONS.keys())
+                for data__EXTENSIONS_key in data__EXTENSIONS_keys:
+                    if data__EXTENSIONS_key not in []:
+                        data__EXTENSIONS_value = data__EXTENSIONS.get(data__EXTENSIONS_key)
+                        if not isinstance(data__EXTENSIONS_value, (dict)):
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".EXTENSIONS.{data__EXTENSIONS_key}".format(**locals()) + " must be object")
+                        data__EXTENSIONS_value_is_dict = isinstance(data__EXTENSIONS_value, dict)
+                        if data__EXTENSIONS_value_is_dict:
+                            data__EXTENSIONS_value__missing_keys = set(['module']) - data__EXTENSIONS_value.keys()
+                            if data__EXTENSIONS_value__missing_keys:
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".EXTENSIONS.{data__EXTENSIONS_key}".format(**locals()) + " must contain ")
+                            data__EXTENSIONS_value_keys = set(data__EXTENSIONS_value.keys())
+                            if "module" in data__EXTENSIONS_value_keys:
+                                data__EXTENSIONS_value_keys.remove("module")
+                                data__EXTENSIONS_value__module = data__EXTENSIONS_value["module"]
+                                if not isinstance(data__EXTENSIONS_value__module, (str)):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".EXTENSIONS.{data__EXTENSIONS_key}.module".format(**locals()) + " must be string")
+                                if isinstance(data__EXTENSIONS_value__module, str):
+                                    data__EXTENSIONS_value__module_len = len(data__EXTENSIONS_value__module)
+                                    if data__EXTENSIONS_value__module_len < 1:
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".EXTENSIONS.{data__EXTENSIONS_key}.module".format(**locals()) + " must be longer than or equal to 1 characters")
+                            if "settings" in data__EXTENSIONS_value_keys:
+                                data__EXTENSIONS_value_keys.remove("settings")
+                                data__EXTENSIONS_value__settings = data__EXTENSIONS_value["settings"]
+                                if not isinstance(data__EXTENSIONS_value__settings, (dict)):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".EXTENSIONS.{data__EXTENSIONS_key}.settings".format(**locals()) + " must be object")
+                            if data__EXTENSIONS_value_keys:
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".EXTENSIONS.{data__EXTENSIONS_key}".format(**locals()) + " must not contain "+str(data__EXTENSIONS_value_keys)+" properties")
         if data_keys:
             raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties")
     return data

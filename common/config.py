@@ -32,7 +32,14 @@ DEFAULT_RUN_DIR = "run"
 
 
 class ConfigError(Exception):
-    """The configuration file is missing, not JSON, or breaks the schema."""
+    """The configuration file is missing, not JSON, or breaks the schema.
+
+    ``errors`` lists every problem found (the message is the first).
+    """
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[str] = errors or [message]
 
 
 def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -72,8 +79,14 @@ SCHEMA: dict[str, Any] = _obj(
     {
         "UART": _obj(
             {
-                # A device path or any pyserial URL (socket://, rfc2217://, loop://).
-                "port": {"type": "string", "minLength": 1},
+                # A device path or any pyserial URL (socket://, rfc2217://, loop://),
+                # or the reference's UART number, mapped by port_map or /dev/ttyS<N>.
+                "port": {"type": ["string", "integer"], "minLength": 1, "minimum": 0},
+                "port_map": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "minLength": 1},
+                    "default": {},
+                },
                 "baudrate": _int(115200, 50),
                 "bytesize": {"enum": [5, 6, 7, 8], "default": 8},
                 # Reference values 0/1/2 (none/even/odd) or pyserial letters.
@@ -208,6 +221,19 @@ SCHEMA: dict[str, Any] = _obj(
             }
         ),
         "LOG": _obj({"level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"], "default": "INFO"}}),
+        # Your own long-running services: name -> {"module", "settings"}; each
+        # gets an inbox on the bus and its own supervisord program.
+        "EXTENSIONS": {
+            "type": "object",
+            "additionalProperties": _obj(
+                {
+                    "module": {"type": "string", "minLength": 1},
+                    "settings": {"type": "object", "default": {}},
+                },
+                ("module",),
+            ),
+            "default": {},
+        },
     },
     ("UART", "TCP_SERVER"),
 )
@@ -281,14 +307,27 @@ def validate(doc: Any) -> dict[str, Any]:
     """Validate a parsed document, fill defaults; raise ConfigError naming the key."""
     if not isinstance(doc, dict):
         raise ConfigError("config: the top level must be a JSON object")
+    from common.checks import schema_errors, semantic_errors
+
     doc = json.loads(json.dumps(doc))
-    _fill_defaults(SCHEMA, doc)
     try:
+        _fill_defaults(SCHEMA, doc)
         out = _validate(doc)
-    except _config_schema.JsonSchemaValueException as exc:
-        key, problem = _split_message(str(exc.message))
-        raise ConfigError(f"config key {key}: {problem}") from None
+    except (_config_schema.JsonSchemaValueException, ConfigError) as exc:
+        # The fast validator stops at the first problem; name them all.
+        errors = schema_errors(SCHEMA, doc)
+        if not errors:
+            if isinstance(exc, ConfigError):
+                raise
+            key, problem = _split_message(str(exc.message))
+            errors = [f"config key {key}: {problem}"]
+        raise ConfigError(errors[0], errors) from None
     assert isinstance(out, dict)
+    for ext in out["EXTENSIONS"].values():
+        ext.setdefault("settings", {})
+    errors = semantic_errors(out)
+    if errors:
+        raise ConfigError(errors[0], errors)
     return out
 
 
@@ -328,8 +367,16 @@ def load(path: str | Path | None = None, run_directory: str | None = None) -> di
     rd = run_directory if run_directory is not None else run_dir()
     expanded = _expand(cfg, rd)
     assert isinstance(expanded, dict)
+    from common.checks import map_uart_port
+
+    mapped = map_uart_port(expanded["UART"])
+    if mapped:
+        expanded["_port_mapped"] = mapped
+    # Extensions are services with an inbox, as BUS.services are.
+    services = expanded["BUS"]["services"]
+    services.extend(name for name in expanded["EXTENSIONS"] if name not in services)
     expanded["_run_dir"] = rd
-    expanded["_path"] = str(file)
+    expanded["_path"] = str(file.absolute())
     return expanded
 
 

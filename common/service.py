@@ -35,7 +35,6 @@ from typing import Any
 import zmq
 
 from common import bus
-from common.config import ConfigError
 
 log = logging.getLogger("meterlink")
 
@@ -63,6 +62,9 @@ class Stopper:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._reload = threading.Event()
+        #: Called in the loop thread after a SIGHUP (see ``drain``).
+        self.on_reload: Callable[[], None] | None = None
         self._r: socket.socket | None = None
         self._w: socket.socket | None = None
 
@@ -75,6 +77,8 @@ class Stopper:
         signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._event.set())
+        # SIGHUP asks for a reload; ``drain`` (in the loop) calls ``on_reload``.
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
         return self._r.fileno()
 
     def stop(self) -> None:
@@ -96,6 +100,13 @@ class Stopper:
                 pass
         except OSError:
             pass
+        if self._reload.is_set() and not self._event.is_set():
+            self._reload.clear()
+            if self.on_reload is not None:
+                try:
+                    self.on_reload()
+                except Exception:
+                    log.exception("reload failed")
 
     def close(self) -> None:
         if self._r is not None:
@@ -205,6 +216,7 @@ class Service:
         self.ctx: zmq.Context[Any] = ctx if ctx is not None else zmq.Context()
         self._seq = 0
         self._stop = Stopper()
+        self._stop.on_reload = self.reload
         self._handlers: dict[str, Handler] = {}
         self._event_handlers: list[tuple[str, Callable[[str, bus.Envelope], None]]] = []
         self._sockets: dict[Any, Callable[[], None]] = {}
@@ -490,6 +502,22 @@ class Service:
     def setup(self) -> None:
         """Called once before the loop: open ports, start threads."""
 
+    #: Config keys this service applies live on SIGHUP (``apply_config``).
+    LIVE_KEYS: frozenset[str] = frozenset()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; apply what can change live, log the rest."""
+        from common.daemon import reload_config
+
+        new, applied = reload_config(self.name, self.config, self.LIVE_KEYS)
+        if new is None:
+            return
+        self.apply_config(new, applied)
+        self.config = new
+
+    def apply_config(self, new: dict[str, Any], changed: list[str]) -> None:
+        """Take the live keys in ``changed`` from ``new``; subclasses override."""
+
     def run(self) -> None:
         """Run the service until stopped, then close everything."""
         self._install_signals()
@@ -570,14 +598,18 @@ class Service:
             self.ctx.term()
 
 
-def main_for(factory: Callable[[dict[str, Any]], Service], name: str) -> None:
-    """Entry point shared by the services: config, logging, run."""
-    from common.config import load_or_exit
+def main_for(
+    factory: Callable[[dict[str, Any]], Service],
+    name: str,
+    doc: str | None = None,
+    worker: bool = False,
+) -> None:
+    """Entry point shared by the services: arguments, umask, run directory,
+    single-instance lock, config (``common.daemon.boot``), logging, run."""
+    from common.daemon import boot, log_start_notes
 
-    try:
-        config = load_or_exit()
-    except ConfigError:  # pragma: no cover - load_or_exit exits
-        raise
+    config, _args = boot(name, doc=doc, worker=worker)
     setup_logging(config["LOG"]["level"], name)
+    log_start_notes(config, name)
     service = factory(config)
     service.run()

@@ -32,7 +32,6 @@ import msgpack
 import zmq
 
 from common import bus
-from common.config import load_or_exit
 from common.pool import Job, Pool, Release
 from common.service import Counters, Stopper, setup_logging
 
@@ -499,9 +498,13 @@ class Broker:
 
 
 def main() -> None:
-    config = load_or_exit()
+    from common.daemon import boot, reload_config
+
+    config, _ = boot("broker", doc=__doc__)
     setup_logging(config["LOG"]["level"], "broker")
-    Broker(config).run()
+    broker = Broker(config)
+    broker._stop.on_reload = lambda: reload_config("broker", config, frozenset())
+    broker.run()
 
 
 if __name__ == "__main__":

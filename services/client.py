@@ -95,6 +95,7 @@ ended, so sent again: the HES may have them twice),
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import fcntl
 import itertools
@@ -116,7 +117,7 @@ from typing import Any
 import zmq
 
 from common import bus, delivery, rfc1662
-from common.config import ConfigError, load_or_exit
+from common.config import ConfigError
 from common.marks import MarkFile
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
@@ -1505,9 +1506,37 @@ class Client(Service):
         data["link"] = self.link_status()
         return data
 
+    # -- reload (SIGHUP): what changes without dropping the link -----------------------
+
+    LIVE_KEYS = frozenset(
+        {"TCP_SERVER.registration", "TCP_SERVER.heartbeat", "TCP_SERVER.spool", "DEVICE"}
+    )
+
+    def apply_config(self, new: dict[str, Any], changed: list[str]) -> None:
+        try:
+            target = Target.from_config(new)
+        except ConfigError as exc:
+            log.error("reload: keeping the running HES settings error=%r", str(exc))
+            return
+        # Same HES, new packets: the connection takes them from its next connect
+        # (registration) or heartbeat period; the link itself is not touched.
+        target = dataclasses.replace(target, host=self.target.host, port=self.target.port)
+        self.target = target
+        self.conn.t = target
+        spool_cfg = new["TCP_SERVER"]["spool"]
+        self.spool.max_bytes = int(spool_cfg["max_bytes"])
+        self.spool.max_age_s = float(spool_cfg["max_age_s"])
+        log.info(
+            "client config applied spool_max_bytes=%d spool_max_age_s=%g",
+            self.spool.max_bytes,
+            self.spool.max_age_s,
+        )
+
 
 def main() -> None:
-    config = load_or_exit()
+    from common.daemon import boot
+
+    config, _ = boot(bus.CLIENT, doc=__doc__)
     setup_logging(config["LOG"]["level"], bus.CLIENT)
     try:
         service = Client(config)

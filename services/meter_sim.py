@@ -67,6 +67,8 @@ DEFAULT_NAME_INTERVAL_S = 30.0
 DEFAULT_EVENT_INTERVAL_S = 20.0
 #: A GET or EVENT with no answer after this long is reported as unanswered.
 ANSWER_TIMEOUT_S = 3.0
+READER_POLL_S = 0.1  # how often the meter looks for the gateway on the port at start
+READER_SETTLE_S = 0.3  # the gateway has held the port this long: its open() is over
 #: Longest the loop sleeps: bounds how late timers and the idle-gap flush can run.
 MAX_POLL_S = 0.5
 #: What waits for the gateway to read, beyond the terminal's own buffer.
@@ -307,7 +309,47 @@ class MeterSim:
 
     # --- the loop -------------------------------------------------------------------------
 
+    def reader_open(self) -> bool:
+        """True when another process has this pty's slave open (the gateway's uart)."""
+        me = os.getpid()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                    if os.readlink(fd.path) == self.slave_name:
+                        return True
+            except OSError:
+                continue
+        return False
+
+    def wait_for_reader(self) -> None:
+        """Send nothing until the gateway has opened the port.
+
+        Opening a serial port flushes its input (pyserial's ``open()`` does),
+        so frames written before the gateway opened it would be lost. Once a
+        reader has held the port for ``READER_SETTLE_S`` its open is over.
+        """
+        limit = self.args.wait_reader
+        if limit <= 0:
+            return
+        deadline = time.monotonic() + limit
+        seen: float | None = None
+        while not self.stop_reason and time.monotonic() < deadline:
+            if self.reader_open():
+                seen = seen or time.monotonic()
+                if time.monotonic() - seen >= READER_SETTLE_S:
+                    self.say("meter sees the gateway on the port; sending")
+                    return
+            else:
+                seen = None
+            select.select([self.wake_r], [], [], READER_POLL_S)
+            self._drain_wakeup()
+        if not self.stop_reason:
+            self.say(f"meter: no reader on the port after {limit}s; sending anyway")
+
     def run(self) -> int:
+        self.wait_for_reader()
         now = time.monotonic()
         a = self.args
         timers = {
@@ -625,6 +667,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--interval", type=float, default=DEFAULT_INTERVAL_S, help="seconds between uplinks"
     )
     p.add_argument("--count", type=int, default=0, help="stop after N uplink data frames")
+    p.add_argument(
+        "--wait-reader",
+        type=float,
+        default=0.0,
+        help="send nothing until the gateway has the port open, up to SECONDS "
+        "(0, the default: do not wait; the supervised simulator waits 30)",
+    )
     p.add_argument(
         "--lqi-interval",
         type=float,

@@ -298,7 +298,7 @@ def make_worker(config: dict[str, Any]) -> Worker:
 
 
 def main() -> None:
-    main_for(make_worker, "resolver")
+    main_for(make_worker, "resolver", __doc__, worker=True)
 
 
 if __name__ == "__main__":

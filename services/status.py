@@ -74,6 +74,26 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _since(ts: Any, now: float) -> str:
+    return f" for={_age(now - float(ts))}" if isinstance(ts, (int, float)) and ts else ""
+
+
+def _serial_line(serial: dict[str, Any], now: float) -> str:
+    if serial.get("open"):
+        return f"open port={serial.get('port')}" + _since(serial.get("since"), now)
+    return (
+        f"CLOSED port={serial.get('port')} reason={serial.get('error')!r}"
+        f" attempts={serial.get('attempts', 0)}"
+    )
+
+
+def _link_line(link: dict[str, Any], now: float) -> str:
+    where = f"{link.get('host')}:{link.get('port')} spool={link.get('spool_depth', 0)}"
+    if link.get("up"):
+        return f"up {where}" + _since(link.get("since"), now)
+    return f"DOWN {where} reason={link.get('last_error')!r}" + _since(link.get("since"), now)
+
+
 def summary(state: dict[str, Any]) -> dict[str, Any]:
     """The headline figures, summed over services, from their counters."""
     reg = state[bus.T_REGISTRY]
@@ -122,28 +142,14 @@ def render(state: dict[str, Any]) -> str:
     serial = state.get(bus.T_SERIAL_STATUS)
     link = state.get(bus.T_LINK_STATUS)
     net = state.get(bus.T_NET_STATUS)
-    lines.append(
-        "serial    "
-        + (
-            f"{'open' if serial.get('open') else 'CLOSED'} port={serial.get('port')}"
-            if serial
-            else "unknown"
-        )
-    )
-    lines.append(
-        "HES link  "
-        + (
-            f"{'up' if link.get('up') else 'DOWN'} {link.get('host')}:{link.get('port')}"
-            f" spool={link.get('spool_depth', 0)}"
-            if link
-            else "unknown"
-        )
-    )
+    lines.append("serial    " + (_serial_line(serial, now) if serial else "unknown"))
+    lines.append("HES link  " + (_link_line(link, now) if link else "unknown"))
     lines.append(
         "network   "
         + (
             f"{'up' if net.get('up') else 'DOWN'} failures={net.get('failures', 0)}"
             f" lqi={net.get('lqi', 99)}"
+            + _since(net.get("down_since") if not net.get("up") else None, now)
             if net
             else "unknown"
         )

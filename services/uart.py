@@ -57,6 +57,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -1096,11 +1097,15 @@ def _write_fd(fd: int, abort: int | None, data: memoryview, timeout: float) -> t
 
 
 def make_uart(config: dict[str, Any]) -> Uart:
-    return Uart(config)
+    try:
+        return Uart(config)
+    except JournalError as exc:  # a uart that cannot keep frames safe does not start
+        print(f"meterlink: uart: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def main() -> None:
-    main_for(make_uart, bus.UART)
+    main_for(make_uart, bus.UART, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,12 @@
 """The watchdog: network reachability, the recovery ladder, signal quality.
 
+It asks before it knocks. The client's HES link state (``link.status``,
+``link.up``, ``link.down`` on the bus) is its first signal: while the link is
+up the network is up (``source=link``) and nothing is probed at all, so a
+healthy gateway opens no connection but the client's. Probes start when the
+link is down or its state unknown, and are spaced by the ladder: in a long
+outage the probe interval grows with the ladder's back-off factor.
+
 Theory of operation. Every ``WATCHDOG.interval_s`` the loop asks a probe
 thread to try a TCP connect to each target (``WATCHDOG.targets``, by default
 the HES address ``TCP_SERVER.host``/``port``), all at once, non-blocking,
@@ -502,6 +509,8 @@ class Watchdog(Service):
         self._probing = False
         self._bus_ready = False
         self._ready_deadline = 0.0
+        self.link_up: bool | None = None  # the client's HES link, from the bus
+        self._next_probe = 0.0
 
         self.probe_worker = Worker(
             self,
@@ -524,6 +533,9 @@ class Watchdog(Service):
             self.lqi_worker = Worker(self, "lqi", modem.read, self._on_lqi, cleanup=modem.close)
 
         self.on_event(bus.T_NET_STATUS)(self._on_own_status)
+        self.on_event(bus.T_LINK_STATUS)(self._on_link)
+        self.on_event(bus.T_LINK_UP)(self._on_link)
+        self.on_event(bus.T_LINK_DOWN)(self._on_link)
         self.every(self.interval, self._tick)
         self.every(wd["status_interval_s"], self.publish_status)
         self.every(HOUSEKEEPING_S, self._housekeeping)
@@ -536,6 +548,9 @@ class Watchdog(Service):
         if self.lqi_worker is not None:
             self.lqi_worker.start()
         self._ready_deadline = time.monotonic() + BUS_READY_MAX_S
+        # The first probe waits one interval for the client to say how its
+        # link is: a gateway that starts healthy never probes the HES.
+        self._next_probe = time.monotonic() + self.interval
         log.info(
             "watchdog starting targets=%s interval_s=%s timeout_s=%s lqi_source=%s",
             ",".join(target_name(h, p) for h, p in self.targets),
@@ -577,12 +592,36 @@ class Watchdog(Service):
 
     # -- probing --------------------------------------------------------------------
 
+    def _on_link(self, topic: str, env: bus.Envelope) -> None:
+        data = env.data if isinstance(env.data, dict) else {}
+        up = topic == bus.T_LINK_UP or (topic == bus.T_LINK_STATUS and bool(data.get("up")))
+        if up == self.link_up:
+            return
+        self.link_up = up
+        if up:
+            target = f"hes-link {target_name(str(data.get('host')), int(data.get('port') or 0))}"
+            log.info("network up from the HES link, probes paused source=link")
+            self.counters["link_evidence"] += 1
+            self._probe_ok(target, source="link")
+            self._publish_if_changed()
+        else:
+            # The client reconnects by itself; give it one interval first.
+            log.info("HES link down, probing resumes reason=%r", data.get("reason"))
+            self._next_probe = time.monotonic() + self.interval
+
     def _tick(self) -> None:
         if not self._probing:
             return
-        self.probe_worker.kick()
         if self.lqi_worker is not None:
             self.lqi_worker.kick()
+        if self.link_up:
+            return  # the client's link says it all; no probe
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        # Spaced by the ladder: the longer the outage, the rarer the probes.
+        self._next_probe = now + self.interval * self.ladder.scale - HOUSEKEEPING_S / 2
+        self.probe_worker.kick()
 
     def _on_probe(self, result: dict[str, Any]) -> None:
         self.counters["probes"] += 1
@@ -597,14 +636,16 @@ class Watchdog(Service):
             "errors": errors,
             "ms": result.get("ms"),
         }
-        if target:
+        if self.link_up:
+            pass  # the link came up while this probe ran: it has the last word
+        elif target:
             self._probe_ok(str(target))
         else:
             self.counters["probe.failures"] += 1
             self._probe_failed(errors)
         self._publish_if_changed()
 
-    def _probe_ok(self, target: str) -> None:
+    def _probe_ok(self, target: str, source: str = "probe") -> None:
         if self.up is True:
             return
         now = time.time()
@@ -631,10 +672,17 @@ class Watchdog(Service):
                 ",".join(steps) or "none",
             )
         else:
-            log.info("network up target=%s", target)
+            log.info("network up target=%s source=%s", target, source)
         self.publish(
             bus.T_NET_UP,
-            {"target": target, "failures": failures, "down_s": down_s, "steps": steps, "ts": now},
+            {
+                "target": target,
+                "failures": failures,
+                "down_s": down_s,
+                "steps": steps,
+                "source": source,
+                "ts": now,
+            },
         )
 
     def _probe_failed(self, errors: dict[str, str]) -> None:
@@ -797,10 +845,54 @@ class Watchdog(Service):
         if (self.up, self.failures, self.lqi, self.step) != self._published:
             self.publish_status()
 
+    # -- reload ---------------------------------------------------------------------------
+
+    LIVE_KEYS = frozenset(
+        {
+            "WATCHDOG.targets",
+            "WATCHDOG.timeout_s",
+            "WATCHDOG.radio_cycle_after",
+            "WATCHDOG.reboot_after",
+            "WATCHDOG.ladder_backoff_max",
+            "WATCHDOG.radio_cycle_cmd",
+            "WATCHDOG.reboot_cmd",
+            "WATCHDOG.command_timeout_s",
+            "WATCHDOG.lqi.value",
+        }
+    )
+
+    def apply_config(self, new: dict[str, Any], changed: list[str]) -> None:
+        wd = new["WATCHDOG"]
+        hes = new["TCP_SERVER"]
+        self.targets = [(str(h), int(p)) for h, p in wd["targets"]] or [
+            (str(hes["host"]), int(hes["port"]))
+        ]
+        self.timeout = wd["timeout_s"]
+        self.commands = {
+            STEP_RADIO: list(wd["radio_cycle_cmd"]),
+            STEP_REBOOT: list(wd["reboot_cmd"]),
+        }
+        self.command_timeout = wd["command_timeout_s"]
+        if any(
+            k.startswith(("WATCHDOG.radio", "WATCHDOG.reboot", "WATCHDOG.ladder")) for k in changed
+        ):
+            self.ladder = Ladder(
+                wd["radio_cycle_after"], wd["reboot_after"], wd["ladder_backoff_max"]
+            )
+        if self.lqi_source == "fixed":
+            self.lqi = wd["lqi"]["value"]
+        log.info(
+            "watchdog config applied targets=%s timeout_s=%s",
+            ",".join(target_name(h, p) for h, p in self.targets),
+            self.timeout,
+        )
+        self.publish_status()
+
     def heartbeat_data(self) -> dict[str, Any]:
         data = super().heartbeat_data()
         data.update(
             up=self.up,
+            link_up=self.link_up,
             failures=self.failures,
             lqi=self.lqi,
             step=self.step,
@@ -819,7 +911,7 @@ def make_watchdog(config: dict[str, Any]) -> Watchdog:
 
 
 def main() -> None:
-    main_for(make_watchdog, bus.WATCHDOG)
+    main_for(make_watchdog, bus.WATCHDOG, __doc__)
 
 
 if __name__ == "__main__":

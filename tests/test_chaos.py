@@ -354,15 +354,20 @@ class Gateway:
     def env(self) -> dict[str, str]:
         return self.sup.env
 
+    @staticmethod
+    def program(name: str) -> str:
+        """supervisord's name: workers are programs of their own (``meterlink scale``)."""
+        return name if name.startswith("resolver-") else f"meterlink:{name}"
+
     def pid(self, name: str) -> int:
-        out = self.sup.ctl("pid", f"meterlink:{name}").strip()
+        out = self.sup.ctl("pid", self.program(name)).strip()
         return int(out) if out.isdigit() else 0
 
     def pids(self) -> dict[str, int]:
         """Running meterlink programs by name (``broker``, ``resolver-0`` ...)."""
         out: dict[str, int] = {}
         for line in self.sup.ctl("status").splitlines():
-            m = re.match(r"meterlink:(\S+)\s+RUNNING\s+pid (\d+)", line)
+            m = re.match(r"(?:meterlink:)?(\S+)\s+RUNNING\s+pid (\d+)", line)
             if m:
                 out[m.group(1)] = int(m.group(2))
         return out
@@ -827,7 +832,7 @@ def test_a_second_broker_or_uart_is_refused_and_the_stack_keeps_working(gateway,
     if not gw.counters():
         problems.append("status gets no answer from the broker any more")
     old_uart = gw.pid("uart")
-    gw.sup.ctl("restart", "meterlink:uart")
+    gw.sup.ctl("restart", gw.program("uart"))
     gw.wait_restarted("uart", old_uart)
     writer.write_now(1)
     try:

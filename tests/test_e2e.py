@@ -23,14 +23,13 @@ from typing import Any
 import pytest
 
 from common import params, rfc1662
-from services.supervise import stack_env
+from services.supervise import stack_env, write_conf
 from tests.conftest import ROOT, base_config, wait_for
 from tests.hes_util import FakeHES
 from tests.pty_util import MeterPty
 
 SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
 SUPERVISORCTL = str(Path(sys.executable).parent / "supervisorctl")
-CONF = str(ROOT / "supervisord.conf")
 
 
 class Meter:
@@ -106,9 +105,10 @@ class Supervised:
                 "METERLINK_PYTHON": sys.executable,
             }
         )
+        self.conf = str(write_conf(self.env))
         self.log = (run_dir / "supervisord.out").open("wb")
         self.proc = subprocess.Popen(
-            [SUPERVISORD, "-c", CONF],
+            [SUPERVISORD, "-c", self.conf],
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -118,7 +118,7 @@ class Supervised:
 
     def ctl(self, *args: str, timeout: float = 30) -> str:
         out = subprocess.run(
-            [SUPERVISORCTL, "-c", CONF, *args],
+            [SUPERVISORCTL, "-c", self.conf, *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -128,7 +128,11 @@ class Supervised:
 
     def wait_running(self, timeout: float = 30) -> None:
         def all_running() -> bool:
-            lines = [ln for ln in self.ctl("status").splitlines() if ln.startswith("meterlink:")]
+            lines = [
+                ln
+                for ln in self.ctl("status").splitlines()
+                if ln.startswith(("meterlink:", "resolver-"))
+            ]
             return len(lines) == 4 + self.workers and all("RUNNING" in ln for ln in lines)
 
         wait_for(all_running, timeout, "every meterlink program RUNNING")
@@ -222,7 +226,7 @@ def test_uplink_downlink_get_set_event_through_the_whole_stack(e2e):
         return params.TypedGetResponse.from_info(reply.info).value.value
 
     assert name() == b"meter-room-7"
-    assert "ERROR" not in sup.ctl("restart", "meterlink:*")
+    assert "ERROR" not in sup.ctl("restart", "all")
     sup.wait_running()
     wait_for(lambda: name() == b"meter-room-7", 20, "the stored name after a restart")
 
@@ -257,8 +261,10 @@ def test_supervisorctl_stop_all_stops_every_process_within_two_seconds(e2e):
     assert elapsed < 2.0, f"stop all took {elapsed:.2f}s"
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"pid {pid} left behind"
-    lines = [ln for ln in sup.ctl("status").splitlines() if ln.startswith("meterlink:")]
-    assert lines and all("STOPPED" in ln for ln in lines)
+    lines = [
+        ln for ln in sup.ctl("status").splitlines() if ln.startswith(("meterlink:", "resolver-"))
+    ]
+    assert len(lines) == 4 + 2 and all("STOPPED" in ln for ln in lines)
 
 
 def _zombie(pid: int) -> bool:
