@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import array
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -279,6 +280,33 @@ def decode(
     _set_cmd(f, raw[7])
     _set_info(f, raw[8:-3])
     return f
+
+
+_TRANSPARENT_LE = bytes((PROTO_TRANSPARENT & 0xFF, PROTO_TRANSPARENT >> 8))
+
+
+def transparent_infos(
+    frames: Sequence[object], max_info: int = DEFAULT_MAX_INFO
+) -> list[bytes] | None:
+    """The info fields of a batch of ``quectel`` 0x2100 frames, or None.
+
+    For frames the uart's ``Deframer`` has already checked, FCS included: the
+    structure is checked again (flags, header, protocol, length) but not the
+    FCS, so a batch of meter data costs the resolver a few slices per frame.
+    None as soon as one frame is anything else (another protocol, another
+    shape, not bytes); the caller then decodes each frame with ``decode``.
+    """
+    out: list[bytes] = []
+    for raw in frames:
+        if type(raw) is not bytes or len(raw) < MIN_FRAME:
+            return None
+        if raw[:3] != _HEADER or raw[3:5] != _TRANSPARENT_LE or raw[-1] != FLAG:
+            return None
+        length = (raw[5] << 8) | raw[6]
+        if length - 1 > max_info or len(raw) != length + _OVERHEAD:
+            return None
+        out.append(raw[8:-3])
+    return out
 
 
 def wrap_transparent(

@@ -72,6 +72,14 @@ def handle_2100(app: Any, frame: rfc1662.Frame) -> None:
         app.client.send(frame.info)
 
 
+@resolver.register_batch(rfc1662.PROTO_TRANSPARENT, handle_2100)
+def handle_2100_batch(app: Any, infos: list[bytes]) -> None:
+    """``handle_2100`` for a whole batch: one send of every non-empty info field."""
+    data = [info for info in infos if info]
+    if data:
+        app.client.send(data)
+
+
 # --- the parameter table -----------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from common.service import Service, main_for
 log = logging.getLogger("meterlink.resolver")
 
 HandlerFn = Callable[["Worker", rfc1662.Frame], None]
+BatchFn = Callable[["Worker", list[bytes]], None]
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -48,6 +49,7 @@ class Resolver:
 
     def __init__(self) -> None:
         self._handlers: dict[int, HandlerFn] = {}
+        self._batch: dict[int, tuple[HandlerFn, BatchFn]] = {}
 
     def register(self, protocol: int) -> Callable[[HandlerFn], HandlerFn]:
         if not 0 <= protocol <= 0xFFFF:
@@ -65,11 +67,32 @@ class Resolver:
 
         return deco
 
+    def register_batch(self, protocol: int, per_frame: HandlerFn) -> Callable[[BatchFn], BatchFn]:
+        """A whole-batch form of ``per_frame`` for 0x2100: ``fn(app, infos)`` gets
+        the info fields of a batch in which every frame is of ``protocol``.
+
+        Used only while ``per_frame`` is the handler registered for
+        ``protocol`` (a user's own handler replaces both), and only for the
+        ``quectel`` profile, whose frames the uart has already checked.
+        """
+
+        def deco(fn: BatchFn) -> BatchFn:
+            self._batch[protocol] = (per_frame, fn)
+            return fn
+
+        return deco
+
     def unregister(self, protocol: int) -> None:
         self._handlers.pop(protocol, None)
 
     def get(self, protocol: int) -> HandlerFn | None:
         return self._handlers.get(protocol)
+
+    def batch(self, protocol: int) -> BatchFn | None:
+        pair = self._batch.get(protocol)
+        if pair is None or self._handlers.get(protocol) is not pair[0]:
+            return None
+        return pair[1]
 
     def protocols(self) -> list[int]:
         return sorted(self._handlers)
@@ -182,8 +205,9 @@ class Worker(Service):
             return []
         self._capture = []
         try:
-            for raw in env.data:
-                self.handle_frame(raw)
+            if not self._handle_batch(env.data):
+                for raw in env.data:
+                    self.handle_frame(raw)
             captured = self._capture
         finally:
             self._capture = None
@@ -228,6 +252,25 @@ class Worker(Service):
                 str(exc),
             )
             return False
+
+    def _handle_batch(self, frames: list[Any]) -> bool:
+        """A batch of 0x2100 frames as one unit (no FCS check again, one call);
+        False if the batch is anything else, for the per-frame path."""
+        if self.profile != "quectel":
+            return False
+        fn = self.registry.batch(rfc1662.PROTO_TRANSPARENT)
+        if fn is None:
+            return False
+        infos = rfc1662.transparent_infos(frames, self.max_info)
+        if infos is None:
+            return False
+        self.counters["frames"] += len(infos)
+        try:
+            fn(self, infos)
+        except Exception:
+            self.counters["frames.handler_error"] += len(infos)
+            log.exception("batch handler failed protocol=0x2100 frames=%d", len(infos))
+        return True
 
     def handle_frame(self, raw: Any) -> None:
         self.counters["frames"] += 1
