@@ -68,6 +68,31 @@ class RunDirError(Exception):
     """The run directory cannot be used: not a directory, or not private."""
 
 
+def make_private(run_dir: str) -> int:
+    """Take group and other bits off every file in the run directory; how many.
+
+    Each meterlink process creates its files private (umask 077), and the
+    launcher starts supervisord with umask 077 too. A supervisord started by
+    hand under a looser umask (``supervisord -c supervisord.conf``) creates
+    its own files (logs, pid file, the logs it rotates) with that umask: the
+    broker calls this at start and every minute so that they do not stay
+    readable by others.
+    """
+    fixed = 0
+    for top, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o077:
+                    continue
+                os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+                fixed += 1
+            except OSError:
+                continue  # gone meanwhile, or not ours
+    return fixed
+
+
 def private_umask() -> None:
     """umask 077: whatever this process creates is readable by its user only."""
     os.umask(0o077)

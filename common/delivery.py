@@ -199,6 +199,7 @@ class Receiver:
         )
         self.streams_max = streams_max
         self.resyncs = 0
+        self.last_resync: tuple[str, int, int, int] | None = None
 
     def load(self, src: str, inst: int, durable: int) -> None:
         """What a persisted mark says was made safe before a restart."""
@@ -216,8 +217,10 @@ class Receiver:
             self.streams.move_to_end(key)
             if base > st.accepted + 1:
                 # The owner no longer holds what we expect: someone acknowledged
-                # it (a state we lost). Carry on from what it still has.
+                # it (a state we lost). Carry on from what it still has; the
+                # caller counts and logs the units skipped (``last_resync``).
                 self.resyncs += 1
+                self.last_resync = (src, inst, st.accepted + 1, base - 1)
                 st.accepted = st.durable = base - 1
         if n <= st.accepted:
             return Verdict.DUPLICATE
@@ -225,6 +228,11 @@ class Receiver:
             st.accepted = n
             return Verdict.ACCEPT
         return Verdict.GAP
+
+    def take_resync(self) -> tuple[str, int, int, int] | None:
+        """The last resync ``(src, inst, first, last)`` skipped, once."""
+        out, self.last_resync = self.last_resync, None
+        return out
 
     def unaccept(self, src: str, inst: int, n: int) -> None:
         """Forget that unit ``n`` was taken in (the caller could not keep it):

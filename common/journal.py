@@ -20,7 +20,10 @@ Records: a 4-byte big-endian length, then a msgpack array:
 
 - ``["e", epoch, next_n]``           the stream's epoch (first record) and,
                                      after a compaction, its next number;
-- ``["u", inst, n, [frame, ...]]``  a unit of uplink frames;
+- ``["u", inst, n, [frame, ...], partial]``  a unit of uplink frames, with the
+                                     bytes read after them toward the next frame;
+- ``["p", partial]``                 the bytes read toward the next frame, when a
+                                     read completed none;
 - ``["a", inst, n]``                 units of ``inst`` up to ``n`` acknowledged;
 - ``["d", src, inst, n]``            downlink unit ``n`` of ``(src, inst)`` written.
 
@@ -65,6 +68,7 @@ class Replay:
 
     units: list[tuple[int, int, list[bytes]]] = field(default_factory=list)
     marks: dict[tuple[str, int], int] = field(default_factory=dict)
+    partial: bytes = b""  # bytes read toward a frame not complete yet
     epoch: int = 0  # 0: a new journal (``open`` makes one)
     next_n: int = 0  # the next unit number of the epoch
     torn_bytes: int = 0  # bytes of a partial last record, cut off
@@ -169,6 +173,10 @@ class Journal:
             if (inst, n) not in held:
                 order.append((inst, n))
             held[(inst, n)] = frames
+            if len(rec) > 4:
+                replay.partial = bytes(rec[4])
+        elif kind == "p":
+            replay.partial = bytes(rec[1])
         elif kind == "a":
             inst, n = int(rec[1]), int(rec[2])
             acked[inst] = max(acked.get(inst, -1), n)
@@ -180,8 +188,13 @@ class Journal:
 
     # -- appending -------------------------------------------------------------------
 
-    def unit(self, inst: int, n: int, frames: list[bytes]) -> None:
-        self._append(["u", inst, n, frames])
+    def unit(self, inst: int, n: int, frames: list[bytes], partial: bytes = b"") -> None:
+        """A unit, and the partial frame read after it, in one record."""
+        self._append(["u", inst, n, frames, partial])
+
+    def partial(self, data: bytes) -> None:
+        """The bytes read toward the next frame (a read that completed none)."""
+        self._append(["p", data])
 
     def ack(self, inst: int, n: int) -> None:
         self._append(["a", inst, n])
@@ -230,43 +243,52 @@ class Journal:
         units: Iterable[tuple[int, int, list[bytes]]],
         marks: dict[tuple[str, int], int],
         next_n: int,
+        partial: bytes = b"",
     ) -> None:
-        """Rewrite the file with only ``units`` (still held), ``marks`` and the
-        epoch with its next number."""
+        """Rewrite the file with only ``units`` (still held), ``marks``, the
+        partial frame and the epoch with its next number.
+
+        The new file is written aside and renamed over the old one; from the
+        rename on, appends go to the new file (its descriptor is the one
+        kept), so a failure after it cannot leave records in an unlinked file.
+        """
         tmp = self.path + ".tmp"
         out = bytearray()
-        body = self._packb(["e", self.epoch, next_n])
-        out += _LEN.pack(len(body)) + body
-        for inst, n, frames in units:
-            body = self._packb(["u", inst, n, frames])
-            out += _LEN.pack(len(body)) + body
-        for (src, inst), n in marks.items():
-            body = self._packb(["d", src, inst, n])
+        records: list[list[Any]] = [["e", self.epoch, next_n]]
+        records += [["u", inst, n, frames] for inst, n, frames in units]
+        records += [["d", src, inst, n] for (src, inst), n in marks.items()]
+        records.append(["p", partial])
+        for rec in records:
+            body = self._packb(rec)
             out += _LEN.pack(len(body)) + body
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(bytes(out))
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync != "never":
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise JournalError(f"journal {self.path}: compact: {exc.strerror or exc}") from None
+        try:
+            view = memoryview(bytes(out))
+            while view:
+                view = view[os.write(fd, view) :]
             if self.fsync != "never":
+                os.fsync(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"journal {self.path}: compact: {exc.strerror or exc}") from None
+        os.close(self.fd)
+        self.fd = fd
+        self.size = len(out)
+        self._dirty = False
+        if self.fsync != "never":
+            try:
                 dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
                 try:
                     os.fsync(dfd)
                 finally:
                     os.close(dfd)
-            new_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        except OSError as exc:
-            raise JournalError(f"journal {self.path}: compact: {exc.strerror or exc}") from None
-        os.close(self.fd)
-        self.fd = new_fd
-        self.size = len(out)
-        self._dirty = False
+            except OSError as exc:
+                error = exc.strerror or exc
+                raise JournalError(f"journal {self.path}: fsync dir: {error}") from None
 
     def close(self) -> None:
         if self.fd >= 0:

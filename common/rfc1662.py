@@ -482,6 +482,13 @@ class Deframer:
         return {name: getattr(self, name) for name in self.COUNTERS}
 
     @property
+    def partial(self) -> bytes:
+        """The bytes buffered toward the next frame; feeding them to a new
+        ``Deframer`` puts it where this one is (the uart journals them, so
+        a frame half read when the process dies is finished by the next)."""
+        return self._buf
+
+    @property
     def pending(self) -> int:
         """Bytes buffered, waiting for the rest of a frame."""
         return len(self._buf) - self._lead_used

@@ -147,8 +147,10 @@ class ServiceProxy:
 class ThreadInbox:
     """A way for one reader thread to hand messages to the service loop.
 
-    ``post(parts)`` never blocks: if the loop is that far behind, the message
-    is dropped and counted under ``<name>.dropped``. Call ``post`` only from
+    ``post(parts)`` never blocks: if the loop is that far behind, it refuses
+    (returns False, counted under ``<name>.full``) and the poster decides
+    (the uart's port thread has journaled the frames, the client's connection
+    keeps the data and stops reading). Call ``post`` only from
     one thread (the socket is created lazily in the thread that first posts).
     """
 
@@ -175,7 +177,7 @@ class ThreadInbox:
         try:
             push.send_multipart(parts, flags=zmq.NOBLOCK, copy=len(parts[0]) < 4096)
         except zmq.Again:
-            self._app.counters[f"{self.name}.dropped"] += 1
+            self._app.counters[f"{self.name}.full"] += 1
             return False
         except zmq.ContextTerminated:
             return False

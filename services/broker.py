@@ -42,6 +42,11 @@ _TAP = bus.T_TAP.encode()
 _STATE = frozenset(t.encode() for t in bus.STATE_TOPICS)
 
 
+#: How often the broker takes group/other bits off files in the run directory
+#: that a hand-started supervisord created under a loose umask.
+PRIVATE_SWEEP_S = 60.0
+
+
 class Broker:
     """One broker process; ``run()`` until ``stop()``."""
 
@@ -310,21 +315,25 @@ class Broker:
         stream goes on; the frames are counted as dropped by the pool.
         """
         for job, outputs in released:
-            if not outputs:
-                if outputs is None and job.ref is not None:
-                    env = self._envelope(bus.OP_SEND, [], job.ref)
-                    self.route(bus.CLIENT, env, bus.BROKER)
-                continue
-            for item in outputs:
+            to_client = False
+            for item in outputs or ():
                 if (
                     isinstance(item, list)
                     and len(item) == 2
                     and isinstance(item[0], str)
                     and isinstance(item[1], bytes)
                 ):
+                    to_client = to_client or item[0] == bus.CLIENT
                     self.route(item[0], item[1], bus.RESOLVER)
                 else:
                     self.counters["drop.bad_result"] += 1
+            if job.ref is not None and not to_client:
+                # A worker that failed on the job (None, or an answer with
+                # nothing for the client): the unit must still reach the
+                # client, or every later one waits for it.
+                self.counters["pool.units_emptied"] += 1
+                env = self._envelope(bus.OP_SEND, [], job.ref)
+                self.route(bus.CLIENT, env, bus.BROKER)
 
     def _lost_jobs(self, ident: bytes, worker: Any) -> None:
         if worker is not None and worker.inflight:
@@ -388,6 +397,15 @@ class Broker:
             del self.registry[key]
         if gone:
             self._publish_registry()
+
+    def _make_private(self) -> None:
+        from common.daemon import make_private
+
+        if not os.path.isdir(self.run_dir):
+            return
+        fixed = make_private(self.run_dir)
+        if fixed:
+            log.warning("run directory files made private n=%d reason=loose_umask", fixed)
 
     def registry_data(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -456,6 +474,7 @@ class Broker:
         out_registered: set[str] = set()
         next_house = time.monotonic()
         next_registry = time.monotonic() + bus.REGISTRY_INTERVAL
+        next_private = time.monotonic()
         while not self._stop.is_set():
             for name, pending in self.pending.items():
                 want = bool(pending)
@@ -488,6 +507,9 @@ class Broker:
             if now >= next_registry:
                 next_registry = now + bus.REGISTRY_INTERVAL
                 self._publish_registry()
+            if now >= next_private:
+                next_private = now + PRIVATE_SWEEP_S
+                self._guarded(self._make_private)
 
     def close(self) -> None:
         for sock in [self.pull, self.pool, self.xsub, self.xpub, *self.inboxes.values()]:

@@ -138,6 +138,7 @@ STOP_ACK_WAIT_S = 0.2  # on stop, how long the thread waits for data in flight t
 DRAIN_BATCH = 256  # spool entries read per step while draining
 DOWNLINK_HWM = 1000  # downlink chunks the thread may queue for the loop
 DOWNLINK_WINDOW_BYTES = 64 * 1024  # read from the HES, not yet written to the meter
+STASH_RETRY_S = 0.01  # the connection retries handing downlink data to a full inbox
 SYNC_INTERVAL = 0.25  # seconds: loop reconciles with the thread at least this often
 STATUS_INTERVAL = 2.0  # seconds: link.status is published at least this often
 EXPIRE_INTERVAL_MAX = 60.0  # seconds between spool age checks (less if max_age_s is short)
@@ -315,6 +316,7 @@ class LinkStats:
     tcp_bytes_down: int = 0
     errors: int = 0
     unacked_resent: int = 0  # payloads written, not acknowledged when their link ended
+    downlink_stalls: int = 0  # downlink chunks the loop's inbox refused (held, not lost)
 
 
 def send_queue(sock: socket.socket) -> int:
@@ -471,6 +473,7 @@ class Connection(threading.Thread):
         # meter (the loop subtracts what the uart acknowledged). The thread
         # stops reading at DOWNLINK_WINDOW_BYTES, so TCP pushes back on the HES.
         self._dl_unacked = 0
+        self._stash: collections.deque[bytes] = collections.deque()
 
     # -- called from the service loop --------------------------------------------
 
@@ -499,8 +502,17 @@ class Connection(threading.Thread):
             self._kick()
 
     def _reading(self) -> bool:
+        if self._stash:
+            return False
         with self._lock:
             return self._dl_unacked < DOWNLINK_WINDOW_BYTES
+
+    def _hand_over_stash(self) -> None:
+        """Downlink data the loop's inbox refused, handed over in order."""
+        while self._stash:
+            if not self._inbox.post([_DATA, self._stash[0]]):
+                return
+            self._stash.popleft()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -764,6 +776,7 @@ class Connection(threading.Thread):
                 if self._queue:
                     pending.extend((p, True) for p in self._queue)
                     self._queue.clear()
+            self._hand_over_stash()
             now = time.monotonic()
             if now >= hb_due:
                 pending.append((t.heartbeat, False))
@@ -771,6 +784,8 @@ class Connection(threading.Thread):
                 hb_due = max(hb_due + t.heartbeat_interval, now)
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 due = min(hb_due, flight.next_poll if flight.unacked else hb_due)
+                if self._stash:
+                    due = min(due, now + STASH_RETRY_S)
                 timeout = min(IDLE_SELECT_S, max(0.0, due - now))
                 reading = self._reading()
                 r, w, _ = select.select(
@@ -840,8 +855,11 @@ class Connection(threading.Thread):
             self.stats.tcp_bytes_down += len(data)
             with self._lock:
                 self._dl_unacked += len(data)
-            if not self._inbox.post([_DATA, data]):
-                self.downlink_done(len(data))  # counted as downlink.dropped
+            if self._stash or not self._inbox.post([_DATA, data]):
+                # The loop is that far behind: keep it here (the HES's TCP has
+                # acknowledged it) and read no more until it is handed over.
+                self._stash.append(data)
+                self.stats.downlink_stalls += 1
             if not self._reading():
                 return
             if not (is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending()):
@@ -1005,6 +1023,13 @@ class Client(Service):
         self._flush_gathered(pump=False, force=True)
         if n:
             log.info("unacknowledged payloads spooled n=%d reason=stopping", n)
+        # Everything in flight went to the HES's socket and may still arrive
+        # (the kernel sends what a closed socket holds): counted as possibly
+        # repeated when the next client sends it from the spool.
+        ids = [id_ for id_, _, _ in self._inflight if id_ is not None]
+        if ids and max(ids) > self._spool_sent:
+            self._spool_sent = max(ids)
+            self._write_marks()
         self.markfile.close()
         self.spool.close()
 
@@ -1025,6 +1050,13 @@ class Client(Service):
         ref = env.ref
         if ref is not None:
             verdict = self.rx.offer(ref.src, ref.inst, ref.n, ref.base)
+            skipped = self.rx.take_resync()
+            if skipped is not None:
+                self.count_drop(
+                    "uplink.resyncs",
+                    "uplink resync src=%s inst=%d skipped=%d..%d reason=acknowledged_elsewhere",
+                    *skipped,
+                )
             if verdict is delivery.Verdict.DUPLICATE:
                 # Sent again after a restart somewhere: we have it (safe, or on
                 # its way to being safe, when the ack follows).
@@ -1427,6 +1459,9 @@ class Client(Service):
         self.send(bus.UART, bus.OP_WRITE, frames, self.dl.ref(unit))
 
     def _on_ack(self, env: bus.Envelope) -> None:
+        if env.src != bus.UART:  # only the uart acknowledges the downlink
+            self.counters["ack.bad_src"] += 1
+            return
         inst, n = delivery.inst_n(env.data)
         released = self.dl.ack(inst, n, time.monotonic())
         if released:
@@ -1434,6 +1469,9 @@ class Client(Service):
             self.conn.downlink_done(sum(u.size for u in released))
 
     def _on_nack(self, env: bus.Envelope) -> None:
+        if env.src != bus.UART:
+            self.counters["ack.bad_src"] += 1
+            return
         inst, n = delivery.inst_n(env.data)
         self._resend_downlink(self.dl.resend_from(inst, n, time.monotonic()), "nack")
 
@@ -1481,6 +1519,7 @@ class Client(Service):
         self.counters["tcp.bytes_up"] = s.tcp_bytes_up
         self.counters["tcp.bytes_down"] = s.tcp_bytes_down
         self.counters["uplink.unacked_resent"] = s.unacked_resent
+        self.counters["downlink.inbox_stalls"] = s.downlink_stalls
 
     def _link_info(self) -> dict[str, Any]:
         return {"host": self.target.host, "port": self.target.port, "tls": self.tls}

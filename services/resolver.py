@@ -220,7 +220,9 @@ class Worker(Service):
             # units in order, and a missing one would look like a loss.
             captured.append([bus.CLIENT, bus.OP_SEND, []])
         try:
-            return [[dst, self.envelope(op, data, ref)] for dst, op, data in captured]
+            return [
+                [dst, self.envelope(op, data, _ref_for(dst, op, ref))] for dst, op, data in captured
+            ]
         except (TypeError, ValueError, OverflowError):
             return self._encode_each(captured, ref)
 
@@ -234,9 +236,9 @@ class Worker(Service):
         for dst, op, data in captured:
             if op in bus.BATCHABLE_OPS:
                 good = [x for x in data if self._encodes(dst, op, x)]
-                out.append([dst, self.envelope(op, good, ref)])
+                out.append([dst, self.envelope(op, good, _ref_for(dst, op, ref))])
             elif self._encodes(dst, op, data):
-                out.append([dst, self.envelope(op, data, ref)])
+                out.append([dst, self.envelope(op, data, _ref_for(dst, op, ref))])
         return out
 
     def _encodes(self, dst: str, op: str, data: Any) -> bool:
@@ -323,6 +325,13 @@ class Worker(Service):
     def close(self) -> None:
         self.dealer.close(linger=0)
         super().close()
+
+
+def _ref_for(dst: str, op: str, ref: list[Any] | None) -> list[Any] | None:
+    """Only the unit's one ``send`` to the client carries its ref: a reply to
+    the meter (``uart.write``) or anything else a handler sends is not part
+    of the acknowledged uplink stream, and must not look like it."""
+    return ref if dst == bus.CLIENT and op == bus.OP_SEND else None
 
 
 def load_handlers(config: dict[str, Any]) -> None:

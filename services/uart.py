@@ -311,7 +311,15 @@ class Uart(Service):
         for (src, inst), n in replay.marks.items():
             self.down.load(src, inst, n)
         self._replay = replay
+        # The frame half read when the last uart died: its rest is still in
+        # the kernel's buffer (reopening never flushes it).
+        self._seed_frames = self.deframer.feed(replay.partial)
+        self._journaled_partial = self.deframer.partial
+        # Downlink marks journaled by the writer thread (under _jlock), ahead
+        # of self.down until the loop hears of them.
+        self._journaled_marks: dict[tuple[str, int], int] = dict(replay.marks)
         self._peers: dict[str, int] = {}  # broker / client instance last seen
+        self._client_seen = True  # a client in the last registry (resend timer)
 
         # Shared with the threads. _port is set and cleared only by the port
         # thread, under _port_lock, which the writer holds while it writes:
@@ -395,6 +403,8 @@ class Uart(Service):
                 self.up.held_bytes,
             )
             self._resend(self.up.resend_all(time.monotonic()), "journal")
+        if self._seed_frames:  # a partial that was whole after all
+            self._post_frames(self._seed_frames)
         self.publish_status()
         self._port_thread.start()
         self._writer.start()
@@ -443,6 +453,9 @@ class Uart(Service):
     # -- uplink delivery -------------------------------------------------------------
 
     def _on_ack(self, env: bus.Envelope) -> None:
+        if env.src != bus.CLIENT:  # only the client acknowledges the uplink
+            self.counters["ack.bad_src"] += 1
+            return
         inst, n = delivery.inst_n(env.data)
         now = time.monotonic()
         with self._jlock:
@@ -451,15 +464,22 @@ class Uart(Service):
                 return
             self.journal.ack(inst, n)
             if self.journal.wants_compaction(self.up.held_bytes):
+                marks = dict(self._journaled_marks)
+                for src, inst, n in self.down.marks():
+                    marks[(src, inst)] = max(n, marks.get((src, inst), -1))
                 self.journal.compact(
                     [(u.inst, u.n, u.item) for u in self.up.held],
-                    {(src, inst): n for src, inst, n in self.down.marks()},
+                    marks,
                     self.up.next_n,
+                    self._journaled_partial,
                 )
         self.counters["units_acked"] += len(released)
         self._wake_port_thread()  # room again, if it was waiting for some
 
     def _on_nack(self, env: bus.Envelope) -> None:
+        if env.src != bus.CLIENT:
+            self.counters["ack.bad_src"] += 1
+            return
         inst, n = delivery.inst_n(env.data)
         with self._jlock:
             units = self.up.resend_from(inst, n, time.monotonic())
@@ -476,6 +496,7 @@ class Uart(Service):
             if isinstance(svc, dict) and svc.get("name") == bus.CLIENT:
                 if isinstance(svc.get("inst"), int):
                     seen[bus.CLIENT] = max(svc["inst"], seen.get(bus.CLIENT, 0))
+        self._client_seen = bus.CLIENT in seen
         for name, inst in seen.items():
             before = self._peers.get(name)
             self._peers[name] = inst
@@ -487,7 +508,10 @@ class Uart(Service):
     def _delivery_tick(self) -> None:
         now = time.monotonic()
         with self._jlock:
-            units = self.up.resend_all(now) if self.up.due(now) else []
+            # While no client runs, sending again only fills the broker's
+            # queue for it; its return (seen in the registry) sends everything.
+            due = self._client_seen and self.up.due(now)
+            units = self.up.resend_all(now) if due else []
             self.journal.tick()
         self._resend(units, "no_ack")
 
@@ -527,12 +551,23 @@ class Uart(Service):
                 continue
             frames.append(frame)
         ref = env.ref
-        if ref is None:
+        if ref is None or env.src != bus.CLIENT or ref.src != bus.CLIENT:
+            # The gateway's own frames (replies to the meter): their own lane.
             self._enqueue(_LANE_GW, frames, None)
             return
         verdict = self.down.offer(ref.src, ref.inst, ref.n, ref.base)
+        skipped = self.down.take_resync()
+        if skipped is not None:
+            self.count_drop(
+                "downlink.resyncs",
+                "downlink resync src=%s inst=%d skipped=%d..%d reason=acknowledged_elsewhere",
+                *skipped,
+            )
         if verdict is delivery.Verdict.DUPLICATE:
             self.counters["downlink.duplicates"] += 1
+            with self._jlock:  # written, even if the writer's word was lost
+                written = self._journaled_marks.get((ref.src, ref.inst), -1)
+            self.down.made_durable(ref.src, ref.inst, written)
             durable = self.down.durable(ref.src, ref.inst)
             if durable >= 0:
                 self.send(ref.src, bus.OP_ACK, [ref.inst, durable])
@@ -543,13 +578,9 @@ class Uart(Service):
             if want is not None:
                 self.send(ref.src, bus.OP_NACK, [ref.inst, want])
             return
-        if not frames:  # nothing to write: written at once
-            self._posted_written([[ref.src, ref.inst, ref.n]])
-            return
-        self._enqueue(_LANE_HES, frames, (ref.src, ref.inst, ref.n))
-
-    def _posted_written(self, done: list[list[Any]]) -> None:
-        self._on_port_message([_KIND_WRITTEN, msgpack.packb(done)])
+        # Nothing to write (every item was bad) still queues an empty marker,
+        # so the unit is acknowledged after those before it, never ahead.
+        self._enqueue(_LANE_HES, frames or [b""], (ref.src, ref.inst, ref.n))
 
     def _enqueue(self, lane: int, frames: list[bytes], done: tuple[str, int, int] | None) -> None:
         now = time.monotonic()
@@ -665,9 +696,11 @@ class Uart(Service):
         again when the client asks for it or the resend timer fires.
         """
         size = sum(map(len, frames))
+        partial = self.deframer.partial
         with self._jlock:
             unit = self.up.submit(frames, size, time.monotonic())
-            self.journal.unit(unit.inst, unit.n, frames)
+            self.journal.unit(unit.inst, unit.n, frames, partial)
+            self._journaled_partial = partial
         # One part, not one per frame: pyzmq's per-part cost dominated the
         # hand-off to the loop under load.
         if self._post([_KIND_FRAMES, msgpack.packb(frames), b"%d" % unit.n]):
@@ -676,7 +709,7 @@ class Uart(Service):
         self._rx["rx_dropped"] = before + len(frames)
         if before < 10 or before // 1000 != (before + len(frames)) // 1000:
             log.warning(
-                "frames dropped reason=loop_behind count=%d total=%d",
+                "frames held reason=loop_behind action=send_on_nack_or_timer count=%d total=%d",
                 len(frames),
                 before + len(frames),
             )
@@ -713,9 +746,7 @@ class Uart(Service):
                 reason = self._read_until_fault(port)
                 self._close_port(port)
                 # A partial frame from a line that went away is stale.
-                frames = self.deframer.flush()
-                if frames:
-                    self._post_frames(frames)
+                self._after_read(self.deframer.flush())
                 if reason is None:
                     break  # stopping
                 if not is_url(self.port_name) and not os.path.exists(self.port_name):
@@ -742,6 +773,19 @@ class Uart(Service):
             if port is not None:
                 self._close_port(port)
             self._box.close_thread_side()
+
+    def _after_read(self, frames: list[bytes]) -> None:
+        """Journal what a read (or an idle-gap flush) left: complete frames as
+        a unit with the partial after them, else the partial alone if it
+        changed, so a frame half read outlives a kill of this process."""
+        if frames:
+            self._post_frames(frames)
+            return
+        partial = self.deframer.partial
+        if partial != self._journaled_partial:
+            with self._jlock:
+                self.journal.partial(partial)
+                self._journaled_partial = partial
 
     def _watch_for_device(self, delay: float) -> bool:
         """While a device path does not exist, look for it every ``PORT_WATCH_S``
@@ -825,8 +869,7 @@ class Uart(Service):
                 frames = deframer.flush()
             else:
                 continue
-            if frames:
-                self._post_frames(frames)
+            self._after_read(frames)
         return None
 
     def _select_until_fault(self, port: serial.SerialBase, fd: int) -> str | None:
@@ -864,14 +907,16 @@ class Uart(Service):
                     data = port.read(port.in_waiting or 1)
                 except Exception as exc:  # any failure here is the port's
                     return str(exc) or type(exc).__name__
-                if data:
-                    last_rx = time.monotonic()
-                    rx["bytes_in"] += len(data)
-                    frames = deframer.feed(data)
+                if not data:
+                    continue
+                last_rx = time.monotonic()
+                rx["bytes_in"] += len(data)
+                frames = deframer.feed(data)
             elif deframer.pending and time.monotonic() - last_rx >= idle_gap:
                 frames = deframer.flush()
-            if frames:
-                self._post_frames(frames)
+            else:
+                continue
+            self._after_read(frames)
         return None
 
     def _close_port(self, port: serial.SerialBase) -> None:
@@ -1017,6 +1062,11 @@ class Uart(Service):
         try:
             with self._jlock:
                 self.journal.mark(src, inst, n)
+                marks = self._journaled_marks
+                marks.pop((src, inst), None)  # most recent last; bounded like the receiver
+                marks[(src, inst)] = n
+                while len(marks) > delivery.STREAMS_MAX:
+                    del marks[next(iter(marks))]
         except JournalError as exc:
             log.warning("journal mark failed error=%s", exc)
         if not self._post([_KIND_WRITTEN, msgpack.packb([[src, inst, n]])]):

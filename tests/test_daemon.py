@@ -267,3 +267,20 @@ def test_systemd_unit_runs_as_a_dedicated_user_with_etc_and_var_lib(capsys):
     assert "RestartPreventExitStatus=2" in unit
     for line in unit.splitlines():  # systemd has no trailing comments
         assert line.startswith("#") or "#" not in line, line
+
+
+def test_make_private_takes_group_and_other_bits_off_and_leaves_links(tmp_path):
+    from common.daemon import make_private
+
+    (tmp_path / "logs").mkdir(mode=0o755)
+    loose = tmp_path / "logs" / "rotated.log.1"
+    loose.write_text("x")
+    loose.chmod(0o644)
+    target = tmp_path / "elsewhere"
+    target.write_text("y")
+    target.chmod(0o644)
+    (tmp_path / "link").symlink_to(target)
+    assert make_private(str(tmp_path)) == 3  # logs/, the log, and the link's target
+    assert loose.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+    assert make_private(str(tmp_path)) == 0

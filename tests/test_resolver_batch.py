@@ -66,7 +66,9 @@ def test_a_batch_goes_out_as_one_send_with_its_ref(tmp_path) -> None:
         assert worker.counters["frames"] == 3
         # The per-frame path gives the same result for the same frames.
         mixed = [transparent(b"one"), transparent(b"three")]
-        mixed.append(rfc1662.encode(rfc1662.Frame(0x2300, 0xBF, b"x")))  # no handler: per frame
+        unknown = 0x7E77
+        assert resolver.get(unknown) is None
+        mixed.append(rfc1662.encode(rfc1662.Frame(unknown, 0xBF, b"x")))  # no handler: per frame
         assert outputs(worker, mixed)[0][2] == [b"one", b"three"]
         assert worker.counters["frames.unknown_protocol"] == 1
     finally:
@@ -85,5 +87,18 @@ def test_a_users_own_0x2100_handler_replaces_the_batch_path(tmp_path) -> None:
     worker = make_worker(tmp_path, own)
     try:
         assert outputs(worker, [transparent(b"ab")])[0][2] == [b"AB"]
+    finally:
+        worker.close()
+
+
+def test_only_the_send_to_the_client_carries_the_units_ref(tmp_path) -> None:
+    """A reply to the meter in the same batch is not part of the uplink stream:
+    with the ref it would look like HES data to the uart, which would then
+    acknowledge its own unit (a loss) or drop the reply as a gap."""
+    worker = make_worker(tmp_path, resolver)
+    try:
+        get = rfc1662.encode(rfc1662.Frame(rfc1662.PROTO_PARAMS, rfc1662.CMD_GET, b"\x03\x80"))
+        got = {(dst, op): ref for dst, op, _, ref in outputs(worker, [transparent(b"d"), get])}
+        assert got == {("client", "send"): bus.Ref("uart", 9, 4, 0), ("uart", "write"): None}
     finally:
         worker.close()

@@ -30,7 +30,7 @@ from services.uart import (
     serial_settings,
     write_some,
 )
-from tests.conftest import Probe, Stack, base_config, shared_dir
+from tests.conftest import Probe, Stack, base_config, shared_dir, wait_for
 from tests.pty_util import MeterPty
 
 # Longer than any pause between the test's own writes, so that only a real
@@ -566,3 +566,50 @@ def test_a_meter_holding_off_writes_past_the_write_timeout_loses_nothing(
     assert entry is not None and entry["write_queue"] == 0
     for name in ("write_errors", "write_dropped", "write_stale", "write_bad"):
         assert entry["counters"].get(name, 0) == 0, name
+
+
+def test_a_frame_half_read_when_the_uart_is_killed_is_finished_by_the_next(
+    stack: Stack, probe: Probe, run_dir: Path, meter: MeterPty
+):
+    """The bytes of a frame the uart had begun to read live in its journal, not
+    only in the dead process's deframer: the next uart completes the frame
+    with the rest the kernel holds for the port."""
+    from tests.hes_util import FakeHES
+
+    hes = FakeHES().start()
+    try:
+        registry = probe.subscriber(bus.T_REGISTRY)
+        stack.write_config(
+            base_config(
+                run_dir,
+                UART={"idle_gap_ms": 5000},  # the kill, not the idle gap, cuts the frame
+                TCP_SERVER={"port": hes.port, "reconnect_min_s": 0.05},
+            )
+        )
+        broker = stack.start("services.broker")
+        worker = stack.start("services.resolver")
+        broker.wait_log(f"worker up ident=resolver-{worker.pid}-", timeout=15)
+        stack.start("services.client")
+        uart = stack.start("services.uart")
+        uart.wait_log("serial open port=", timeout=15)
+        one, two, three = (payload_frame(b"FRAME-%d|" % i) for i in (1, 2, 3))
+        meter.write(one + two[:9])
+        wait_for(lambda: hes.data() == b"FRAME-1|", 15, "frame 1 at the HES")
+        probe.wait_event(
+            registry,
+            bus.T_REGISTRY,
+            lambda d: (
+                (e := uart_entry(d)) is not None and e["counters"].get("bytes_in") == len(one) + 9
+            ),
+            timeout=5,
+        )
+        uart.kill()
+        meter.write(two[9:] + three)
+        stack.start("services.uart")
+        wait_for(
+            lambda: hes.data() == b"FRAME-1|FRAME-2|FRAME-3|",
+            15,
+            f"frames 2 and 3 at the HES, once, in order (got {hes.data()!r})",
+        )
+    finally:
+        hes.stop()

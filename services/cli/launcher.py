@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,8 +123,10 @@ def write_stack(stack: conf.Stack) -> Path:
     rd = Path(stack.run_dir)
     path = rd / CONF_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(conf.standalone(stack))
+    text = conf.standalone(stack)
+    write_private(tmp, text)
     os.replace(tmp, path)
+    precreate_private(text, rd)
     state = {
         "python": stack.python,
         "config": stack.config,
@@ -133,8 +136,39 @@ def write_stack(stack: conf.Stack) -> Path:
         "extensions": stack.extensions,
         "user": stack.user,
     }
-    (rd / STATE_FILE).write_text(json.dumps(state, indent=1))
+    write_private(rd / STATE_FILE, json.dumps(state, indent=1))
     return path
+
+
+def precreate_private(conf_text: str, run_dir: Path) -> None:
+    """Create, 0600, every log and pid file ``conf_text`` names in ``run_dir``.
+
+    supervisord sets its umask only when it daemonizes; in the foreground it
+    creates its files with the umask it was started under. It opens existing
+    ones in place, keeping their mode, so creating them first keeps them
+    private even under ``supervisord -c`` from a shell with umask 022. (Logs
+    it rotates later are made private by the broker's sweep.)
+    """
+    for m in re.finditer(r"^(?:logfile|pidfile|stdout_logfile)=(.+)$", conf_text, re.M):
+        name = m.group(1).strip()
+        inside = os.path.abspath(name).startswith(os.path.abspath(run_dir) + os.sep)
+        if not inside or "%(" in name:
+            continue  # /dev/stdout, or anything not ours
+        try:
+            os.makedirs(os.path.dirname(name), mode=0o700, exist_ok=True)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+        except OSError:
+            continue  # supervisord will say what is wrong with it
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, mode 0600 whatever the caller's umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def ctl(run_dir: Path, args: list[str]) -> int:
