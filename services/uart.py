@@ -798,14 +798,16 @@ class Uart(Service):
                 return True
         return False
 
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self) -> bool:
         """Backpressure: while the held uplink is at its bound, read nothing.
 
         The kernel's input queue (and the meter's flow control) holds the rest;
-        an acknowledgement wakes this at once through the wake pipe.
+        an acknowledgement wakes this at once through the wake pipe. True if
+        it waited: the line was not quiet meanwhile, so the caller restarts
+        its idle gap (a frame half read before the wait is not stale).
         """
         if self.up.room():
-            return
+            return False
         self._rx["held_waits"] += 1
         log.warning(
             "uplink held at bound held_bytes=%d max_bytes=%d action=stop_reading",
@@ -816,6 +818,7 @@ class Uart(Service):
             select.select([self._wake_r], [], [], HOLD_WAIT_S)
             self._drain_wake()
         log.info("uplink room again held_bytes=%d action=read", self.up.held_bytes)
+        return True
 
     def _drain_wake(self) -> None:
         try:
@@ -855,7 +858,8 @@ class Uart(Service):
             fault = self._write_fault
             if fault is not None:
                 return fault
-            self._wait_for_room()
+            if self._wait_for_room():
+                last_rx = time.monotonic()
             try:
                 data = port.read(port.in_waiting or 1)
             except Exception as exc:  # any failure here is the port's
@@ -890,7 +894,8 @@ class Uart(Service):
             fault = self._write_fault
             if fault is not None:
                 return fault
-            self._wait_for_room()
+            if self._wait_for_room():
+                last_rx = time.monotonic()
             if deframer.pending:
                 wait = max(0.0, idle_gap - (time.monotonic() - last_rx))
             else:
