@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as bench_main
-from bench import bare, pipeline, ser2net
+from bench import bare, imports, pipeline, ser2net
 from tests.conftest import ROOT
 
 
@@ -224,3 +224,26 @@ def test_each_ratio_is_the_median_of_the_rounds_and_failed_runs_are_left_out() -
         0.7
     )  # 0.5 and 0.9; the third had no ser2net
     assert f["throughput"]["met"] is False and f["p50@100"]["met"] is True
+
+
+def test_importtime_lines_are_parsed_with_their_depth() -> None:
+    text = "\n".join(
+        [
+            "2026-01-01 INFO broker started",
+            "import time: self [us] | cumulative | imported package",
+            "import time:       120 |        120 |     zmq.constants",
+            "import time:       300 |        420 |   zmq",
+            "import time:      1000 |       1420 | services.broker",
+            "import time:        50 |         50 | common.daemon",
+        ]
+    )
+    got = imports.parse(text)
+    assert [(i.name, i.depth) for i in got] == [
+        ("zmq.constants", 2),
+        ("zmq", 1),
+        ("services.broker", 0),
+        ("common.daemon", 0),
+    ]
+    assert got[2].self_us == 1000 and got[2].cumulative_us == 1420
+    assert imports.by_package(got) == {"services": 1000, "zmq": 420, "common": 50}
+    assert imports._unit("common.bus") == "common.bus" and imports._unit("zmq.sugar") == "zmq"
