@@ -25,8 +25,9 @@ lost or repeated a payload is reported as failed and left out. The table
 goes to stdout, progress to stderr, and the same figures as JSON to ``--out``
 (default ``$METERLINK_RUN_DIR/bench.json``, ``./run/bench.json``). ``--quick``
 is a smoke mode with tiny sizes. What each service's imports cost (time and
-memory, with ``-X importtime``) is a separate script: ``python -m bench.imports``. Exit status 0 when the bench ran (whether or
-not each aim is met), 2 when the stack did not start or a process died.
+memory, with ``-X importtime``) is a separate script: ``python -m bench.imports``.
+Exit status 0 when the bench ran (whether or not each aim is met), 2 when the
+stack did not start or a process died; ser2net failing only skips its rows.
 """
 
 from __future__ import annotations
