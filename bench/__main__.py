@@ -577,15 +577,15 @@ def _versus(
 
 
 def run_bare(plan: Plan, stack_out: dict[str, Any]) -> dict[str, Any]:
-    # Throughput only. The bare-pyzmq *latency* rows were dropped: they read slower than the
-    # whole stack at times, so they measured something other than the four hops. They were
-    # taken after the stack had stopped, in their own time slot (not interleaved with the
-    # stack's runs, outside the busy-machine windows), and both of their ends were zmq
-    # sockets in this process, the receiving one a Python thread sharing the GIL with the
-    # pacing loop, so each stamp carried this process's own I/O-thread and GIL hand-offs;
-    # at 100/s they mostly measured how fast ~9 idle threads wake. The per-hop breakdown
-    # (the tap trace) times the four hops inside the real stack on the same frames, and
-    # ser2net beside the stack is the reference for the whole path.
+    # Throughput only. The bare-pyzmq *latency* rows were dropped, not fixed: they were
+    # taken after the stack had stopped, in a time slot of their own (not interleaved with
+    # the stack's runs, outside the windows the busy-machine mark watches), so on a shared
+    # machine a spell of other load fell on them alone, unmarked: that is how they could
+    # read slower than the whole stack. And even when quiet they time another path (a zmq
+    # socket at both ends, one frame per message; at 100/s mostly idle threads waking)
+    # than the four hops between the uart and the client. The tap trace times those hops
+    # in the real stack on the same frames, and ser2net beside the stack, run by run, is
+    # the reference for the whole pty -> TCP path.
     out: dict[str, Any] = {}
     for workers, tp in stack_out["throughput"].items():
         batch = tp["batch"] if math.isfinite(tp["batch"]) else 1.0

@@ -12,13 +12,13 @@ frame received), with every frame counted at the sink.
 into ``round(frames / batch)`` batches of nearly equal size. ``run()`` is one
 burst. ``python -m bench.bare`` prints the limit for a few batch sizes.
 
-It is a throughput limit only. Its latency figures were dropped: taken after the
-stack had stopped, with both ends zmq sockets in the bench process and the sink a
-Python thread sharing the GIL with the pacing loop, they timed the bench's own
-hand-offs and idle wake-ups more than the four hops, and at times read slower
-than the whole stack. The stack's tap trace (``pipeline.breakdown_run``) times
-the hops themselves, and ser2net (``bench.ser2net``) is the reference for the
-whole path.
+It is a throughput limit only. Its latency figures were dropped: they were
+taken after the stack had stopped, not interleaved with it and outside the
+busy-machine windows, so other load on a shared machine fell on them alone and
+they could read slower than the whole stack; and they timed another path (zmq
+sockets at both ends, one frame per message; at 100/s mostly idle threads
+waking). The stack's tap trace (``pipeline.breakdown_run``) times the four hops
+themselves, and ser2net (``bench.ser2net``) is the reference for the whole path.
 """
 
 from __future__ import annotations
