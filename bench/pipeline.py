@@ -6,12 +6,16 @@
 config in a short run directory under /tmp. The bench process plays both ends:
 
 - the **meter** is the master side of a pty (``Meter``); the uart opens the
-  slave through the link ``<run_dir>/meter.tty``. Uplink frames are 64 bytes:
-  0x2100/0xBF with 53 info bytes that start with a 64-bit sequence number.
+  slave through the link ``<run_dir>/meter.tty``. Uplink payloads are 64 bytes
+  that start with a 64-bit sequence number, one 0x2100/0xBF frame around each
+  (75 bytes on the wire).
 - the **HES** is a TCP server on 127.0.0.1 (``Hes``); a thread records every
   chunk it reads with ``time.perf_counter()``. The client sends the payloads as
-  a plain byte stream, so records are cut every 53 bytes and each is stamped
-  with the time of the read that completed it.
+  a plain byte stream, so records are cut every 64 bytes (``PayloadStream``)
+  and each is stamped with the time of the read that completed it.
+
+``Target`` is what the runs need of a path from a pty to a TCP reader, so the
+same runs time ``bench.ser2net`` (the same payloads, bare, through ser2net).
 
 Every figure is exact: the driver stamps each frame before writing it, the HES
 stamps each payload, and a run is valid only if every sequence number of the
@@ -55,11 +59,13 @@ from common import bus, rfc1662
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FRAME_BYTES = 64
-INFO_BYTES = FRAME_BYTES - rfc1662.MIN_FRAME  # 53
-_FILL = bytes((i * 37 + 11) & 0xFF for i in range(INFO_BYTES - 8))
+#: Every uplink payload (what the HES reads) is 64 bytes: a sequence number and fill.
+PAYLOAD_BYTES = 64
+#: meterlink's meter sends one 0x2100 frame around each payload (quectel profile: no escaping).
+FRAME_BYTES = rfc1662.frame_size(PAYLOAD_BYTES)  # 75
+_FILL = bytes((i * 37 + 11) & 0xFF for i in range(PAYLOAD_BYTES - 8))
 _UP = struct.Struct(">Q")
-_UP_RECORDS = f">Q{INFO_BYTES - 8}x"
+_UP_RECORDS = f">Q{PAYLOAD_BYTES - 8}x"
 
 DOWN_MAGIC = b"DLNK"
 DOWN_BYTES = 16
@@ -169,10 +175,13 @@ class Arrivals:
 class Meter:
     """The meter: the master side of a pty whose slave the uart opens via ``link``."""
 
-    def __init__(self, link: Path) -> None:
+    def __init__(self, link: Path | None = None) -> None:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
-        os.symlink(os.ttyname(self.slave), link)
+        #: The slave's device path (``/dev/pts/N``).
+        self.device = os.ttyname(self.slave)
+        if link is not None:
+            os.symlink(self.device, link)
         self.down = Arrivals()
         self.down_bad = 0
         self._stop = threading.Event()
@@ -230,6 +239,21 @@ class Meter:
 # -- the head-end system ---------------------------------------------------------------------
 
 
+class PayloadStream:
+    """Cuts one TCP byte stream into payloads; adds their sequence numbers to ``up``."""
+
+    def __init__(self, up: Arrivals) -> None:
+        self.up = up
+        self.partial = b""
+
+    def feed(self, data: bytes, t: float) -> None:
+        buf = self.partial + data if self.partial else data
+        whole = len(buf) - len(buf) % PAYLOAD_BYTES
+        if whole:
+            self.up.add([r[0] for r in struct.iter_unpack(_UP_RECORDS, buf[:whole])], t)
+        self.partial = buf[whole:]
+
+
 class Hes:
     """The HES: a TCP server on 127.0.0.1 that stamps every payload it reads."""
 
@@ -239,7 +263,7 @@ class Hes:
         self.up = Arrivals()
         self.connections = 0
         self.data_conn: socket.socket | None = None
-        self._partial: dict[socket.socket, bytes] = {}
+        self._streams: dict[socket.socket, PayloadStream] = {}
         self._conns: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="hes", daemon=True)
@@ -256,7 +280,7 @@ class Hes:
                     conn, _ = self.server.accept()
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self._conns.append(conn)
-                    self._partial[conn] = b""
+                    self._streams[conn] = PayloadStream(self.up)
                     self.connections += 1
                     continue
                 try:
@@ -266,17 +290,13 @@ class Hes:
                 t = time.perf_counter()
                 if not data:
                     self._conns.remove(s)
-                    self._partial.pop(s, None)
+                    self._streams.pop(s, None)
                     if s is self.data_conn:
                         self.data_conn = None
                     s.close()
                     continue
                 self.data_conn = s
-                buf = self._partial[s] + data
-                whole = len(buf) - len(buf) % INFO_BYTES
-                if whole:
-                    self.up.add([r[0] for r in struct.iter_unpack(_UP_RECORDS, buf[:whole])], t)
-                self._partial[s] = buf[whole:]
+                self._streams[s].feed(data, t)
 
     def send(self, data: bytes) -> None:
         conn = self.data_conn
@@ -393,16 +413,102 @@ def bench_config(run_dir: str, hes_port: int, overrides: dict[str, Any]) -> dict
     return cfg
 
 
-class BenchStack:
+class Target:
+    """A path from a meter pty to a TCP reader that stamps payloads: what the runs time.
+
+    A subclass sets ``name``, ``meter`` (a ``Meter``), ``up`` (the ``Arrivals`` of
+    payloads read on the TCP side) and ``next_seq``, and gives ``wire`` (what the
+    meter writes for one payload), ``pids`` and ``check_alive``.
+    """
+
+    name = "?"
+    meter: Meter
+    up: Arrivals
+    next_seq = 0
+
+    def wire(self, seq: int) -> bytes:
+        raise NotImplementedError
+
+    def pids(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def check_alive(self) -> None:
+        raise NotImplementedError
+
+    def diagnose(self) -> str:
+        """What to show when no payload comes through (log tails)."""
+        return ""
+
+    def warm_up(self) -> None:
+        """Write single payloads until they come through to the reader, then start clean.
+
+        Bytes written before the far side opened the pty may be lost (opening flushes
+        the input), so only the first arrival is waited for, then quiet.
+        """
+        deadline = time.monotonic() + START_TIMEOUT_S
+        next_write = 0.0
+        first = self.next_seq
+        while self.up.count() == 0:
+            self.check_alive()
+            now = time.monotonic()
+            if now > deadline:
+                raise StackError(
+                    f"no payload reached the TCP side of {self.name} within "
+                    f"{START_TIMEOUT_S:g}s\n" + self.diagnose()
+                )
+            if now >= next_write:
+                self.meter.write_all(self.wire(self.next_seq))
+                self.next_seq += 1
+                next_write = now + WARMUP_EVERY_S
+            time.sleep(READY_POLL_S)
+        seen, quiet_since = -1, time.monotonic()
+        while time.monotonic() - quiet_since < WARMUP_QUIET_S:
+            count = self.up.count()
+            if count != seen:
+                seen, quiet_since = count, time.monotonic()
+            if count >= self.next_seq - first:
+                break
+            time.sleep(READY_POLL_S)
+        time.sleep(SETTLE_S)
+        self.up.take(first, self.next_seq - first)
+
+    def wait_arrivals(self, arrivals: Arrivals, n: int) -> None:
+        """Wait until ``n`` records arrived, failing if they stop coming for STALL_S."""
+        last_count = -1
+        last_change = time.monotonic()
+        while True:
+            count = arrivals.count()
+            if count >= n:
+                break
+            now = time.monotonic()
+            if count != last_count:
+                last_count, last_change = count, now
+            elif now - last_change > STALL_S:
+                self.check_alive()
+                return  # take() reports what is missing
+            time.sleep(POLL_S)
+        time.sleep(SETTLE_S)
+
+
+class BenchStack(Target):
     """The gateway's programs started directly, the meter pty and the HES."""
 
-    def __init__(self, workers: int, overrides: dict[str, Any] | None = None) -> None:
+    name = "meterlink"
+
+    def __init__(
+        self,
+        workers: int,
+        overrides: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.extra_env = dict(env or {})
         self.run_dir = tempfile.mkdtemp(prefix="mlb-", dir="/tmp")
         os.chmod(self.run_dir, 0o700)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
         self.meter = Meter(Path(self.run_dir) / "meter.tty")
         self.hes = Hes()
+        self.up = self.hes.up
         self.config = bench_config(self.run_dir, self.hes.port, overrides or {})
         self.config_path = Path(self.run_dir) / "bench.json"
         self.config_path.write_text(json.dumps(self.config, indent=1))
@@ -427,6 +533,7 @@ class BenchStack:
             PYTHONPATH=str(ROOT),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, label: str, module: str) -> None:
@@ -526,41 +633,16 @@ class BenchStack:
                 raise StackError(f"timed out after {timeout:g}s waiting for {what}")
             time.sleep(READY_POLL_S)
 
-    def warm_up(self) -> None:
-        """Write single frames until payloads come through to the HES, then start clean.
+    def wire(self, seq: int) -> bytes:
+        return uplink_frame(seq)
 
-        Frames written before the uart opened the port are lost (opening flushes
-        the input), so only the first arrival is waited for, then quiet.
-        """
-        deadline = time.monotonic() + START_TIMEOUT_S
-        next_write = 0.0
-        first = self.next_seq
-        while self.hes.up.count() == 0:
-            self.check_alive()
-            now = time.monotonic()
-            if now > deadline:
-                raise StackError(
-                    f"no payload reached the HES within {START_TIMEOUT_S:g}s "
-                    f"(HES connections: {self.hes.connections})\n--- uart log (tail) ---\n"
-                    + self.log_tail("uart")
-                    + "\n--- client log (tail) ---\n"
-                    + self.log_tail("client")
-                )
-            if now >= next_write:
-                self.meter.write_all(uplink_frame(self.next_seq))
-                self.next_seq += 1
-                next_write = now + WARMUP_EVERY_S
-            time.sleep(READY_POLL_S)
-        seen, quiet_since = -1, time.monotonic()
-        while time.monotonic() - quiet_since < WARMUP_QUIET_S:
-            count = self.hes.up.count()
-            if count != seen:
-                seen, quiet_since = count, time.monotonic()
-            if count >= self.next_seq - first:
-                break
-            time.sleep(READY_POLL_S)
-        time.sleep(SETTLE_S)
-        self.hes.up.take(first, self.next_seq - first)
+    def diagnose(self) -> str:
+        return (
+            f"(HES connections: {self.hes.connections})\n--- uart log (tail) ---\n"
+            + self.log_tail("uart")
+            + "\n--- client log (tail) ---\n"
+            + self.log_tail("client")
+        )
 
     def close(self) -> None:
         for label in list(self.procs):
@@ -581,25 +663,6 @@ class BenchStack:
 
     def remove(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    # -- waiting for arrivals ----------------------------------------------------
-
-    def wait_arrivals(self, arrivals: Arrivals, n: int) -> None:
-        """Wait until ``n`` records arrived, failing if they stop coming for STALL_S."""
-        last_count = -1
-        last_change = time.monotonic()
-        while True:
-            count = arrivals.count()
-            if count >= n:
-                break
-            now = time.monotonic()
-            if count != last_count:
-                last_count, last_change = count, now
-            elif now - last_change > STALL_S:
-                self.check_alive()
-                return  # take() reports what is missing
-            time.sleep(POLL_S)
-        time.sleep(SETTLE_S)
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -637,17 +700,17 @@ def _paced(count: int, rate: float, write: Callable[[int], None]) -> array[float
     return times
 
 
-def latency_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any]:
+def latency_run(stack: Target, rate: float, seconds: float) -> dict[str, Any]:
     """Uplink latency at a paced ``rate``: pty write -> HES read, per frame."""
     n = max(1, int(rate * seconds))
     first = stack.next_seq
     stack.next_seq += n
-    frames = [uplink_frame(first + i) for i in range(n)]
+    frames = [stack.wire(first + i) for i in range(n)]
     fd = stack.meter.master
     written = _paced(n, rate, lambda i: os.write(fd, frames[i]))
     achieved = (n - 1) / (written[-1] - written[0]) if n > 1 else rate
-    stack.wait_arrivals(stack.hes.up, n)
-    result = stack.hes.up.take(first, n)
+    stack.wait_arrivals(stack.up, n)
+    result = stack.up.take(first, n)
     out: dict[str, Any] = {
         "frames": n,
         "rate": rate,
@@ -660,22 +723,22 @@ def latency_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any
     return out
 
 
-def throughput_run(stack: BenchStack, n: int, cpu: bool = False) -> dict[str, Any]:
+def throughput_run(stack: Target, n: int, cpu: bool = False) -> dict[str, Any]:
     """A burst of ``n`` frames as fast as the pty takes them; first write -> last arrival.
 
     With ``cpu``, the result has ``cpu``: each process's CPU over the burst (% of a core).
     """
     first = stack.next_seq
     stack.next_seq += n
-    stream = b"".join(uplink_frame(first + i) for i in range(n))
+    stream = b"".join(stack.wire(first + i) for i in range(n))
     window = footprint.CpuWindow(stack.pids()) if cpu else None
     started = time.perf_counter()
     stack.meter.write_all(stream)
     written = time.perf_counter()
-    stack.wait_arrivals(stack.hes.up, n)
-    last = stack.hes.up.last_time()
+    stack.wait_arrivals(stack.up, n)
+    last = stack.up.last_time()
     usage = window.stop() if window is not None else None
-    result = stack.hes.up.take(first, n)
+    result = stack.up.take(first, n)
     elapsed = last - started
     out: dict[str, Any] = {
         "frames": n,
@@ -774,8 +837,8 @@ def breakdown_run(stack: BenchStack, rate: float, seconds: float) -> dict[str, A
         frames = [uplink_frame(first + i) for i in range(n)]
         fd = stack.meter.master
         written = _paced(n, rate, lambda i: os.write(fd, frames[i]))
-        stack.wait_arrivals(stack.hes.up, n)
-        result = stack.hes.up.take(first, n)
+        stack.wait_arrivals(stack.up, n)
+        result = stack.up.take(first, n)
         time.sleep(TAP_SETTLE_S)
     finally:
         stop.set()
