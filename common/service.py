@@ -450,6 +450,10 @@ class Service:
         due = time.monotonic() + (interval if first is None else first)
         self._timers.append([due, interval, fn])
 
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once from the loop in ``delay`` seconds (no periodic wake-up)."""
+        self._timers.append([time.monotonic() + delay, None, fn])
+
     def heartbeat_data(self) -> dict[str, Any]:
         """What the heartbeat carries; subclasses add their state."""
         return {
@@ -475,15 +479,23 @@ class Service:
 
     def _run_timers(self, now: float) -> float:
         nearest = now + bus.POLL_MAX
-        for timer in self._timers:
+        once = False
+        for timer in list(self._timers):
             if timer[0] <= now:
-                timer[0] = now + timer[1]
+                if timer[1] is None:  # call_later: run once, then forget
+                    timer[0] = -1.0
+                    once = True
+                else:
+                    timer[0] = now + timer[1]
                 try:
                     timer[2]()
                 except Exception:
                     self.counters["timer.errors"] += 1
                     log.exception("timer failed fn=%s", getattr(timer[2], "__name__", timer[2]))
-            nearest = min(nearest, timer[0])
+            if timer[0] >= 0:
+                nearest = min(nearest, timer[0])
+        if once:
+            self._timers = [t for t in self._timers if t[0] >= 0]
         return nearest
 
     # -- the loop -------------------------------------------------------------------

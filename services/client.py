@@ -139,6 +139,7 @@ DRAIN_BATCH = 256  # spool entries read per step while draining
 DOWNLINK_HWM = 1000  # downlink chunks the thread may queue for the loop
 DOWNLINK_WINDOW_BYTES = 64 * 1024  # read from the HES, not yet written to the meter
 STASH_RETRY_S = 0.01  # the connection retries handing downlink data to a full inbox
+ACK_DELAY_S = 0.01  # uplink acknowledgements are gathered this long
 SYNC_INTERVAL = 0.25  # seconds: loop reconciles with the thread at least this often
 STATUS_INTERVAL = 2.0  # seconds: link.status is published at least this often
 EXPIRE_INTERVAL_MAX = 60.0  # seconds between spool age checks (less if max_age_s is short)
@@ -972,6 +973,8 @@ class Client(Service):
         self._maybe_spool_sent = spool_sent
         self._counted_to = 0  # spool ids counted as possibly repeated so far
         self._accepted = 0  # payloads taken in, ever (the next index)
+        self._acks_due: set[tuple[str, int]] = set()
+        self._acks_scheduled = False
         self._units: collections.deque[tuple[str, int, int, int]] = collections.deque()
         # Downlink delivery: HES data held until the uart has written it.
         self.dl: delivery.Sender[list[bytes]] = delivery.Sender(
@@ -1030,6 +1033,7 @@ class Client(Service):
         if ids and max(ids) > self._spool_sent:
             self._spool_sent = max(ids)
             self._write_marks()
+        self._send_acks()
         self.markfile.close()
         self.spool.close()
 
@@ -1153,15 +1157,25 @@ class Client(Service):
         repeat this design allows; ``sent`` marks let the next client count it.
         """
         last = self._safe_units()
-        moved = False
         for (src, inst), n in last.items():
             if self.rx.made_durable(src, inst, n):
                 self._safe_marks[(src, inst)] = n
-                moved = True
-        if moved:
-            self._write_marks()
-            for src, inst in last:
-                self.send(src, bus.OP_ACK, [inst, self.rx.durable(src, inst)])
+                self._acks_due.add((src, inst))
+        if self._acks_due and not self._acks_scheduled:
+            # Acknowledgements wait a moment and go out together: one message
+            # per ACK_DELAY_S, not one per frame, on the bus and in the uart.
+            self._acks_scheduled = True
+            self.call_later(ACK_DELAY_S, self._send_acks)
+
+    def _send_acks(self) -> None:
+        """The marks first (a restarted client must know what is safe), then the acks."""
+        self._acks_scheduled = False
+        if not self._acks_due:
+            return
+        self._write_marks()
+        for src, inst in self._acks_due:
+            self.send(src, bus.OP_ACK, [inst, self.rx.durable(src, inst)])
+        self._acks_due.clear()
 
     def _write_marks(self) -> None:
         known = self.rx.streams

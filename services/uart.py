@@ -320,6 +320,7 @@ class Uart(Service):
         self._journaled_marks: dict[tuple[str, int], int] = dict(replay.marks)
         self._peers: dict[str, int] = {}  # broker / client instance last seen
         self._client_seen = True  # a client in the last registry (resend timer)
+        self._waiting_room = False  # the port thread waits for room (wake it on acks)
 
         # Shared with the threads. _port is set and cleared only by the port
         # thread, under _port_lock, which the writer holds while it writes:
@@ -474,7 +475,8 @@ class Uart(Service):
                     self._journaled_partial,
                 )
         self.counters["units_acked"] += len(released)
-        self._wake_port_thread()  # room again, if it was waiting for some
+        if self._waiting_room:
+            self._wake_port_thread()  # room again
 
     def _on_nack(self, env: bus.Envelope) -> None:
         if env.src != bus.CLIENT:
@@ -814,9 +816,13 @@ class Uart(Service):
             self.up.held_bytes,
             self.up.max_bytes,
         )
-        while not self._halt.is_set() and self._write_fault is None and not self.up.room():
-            select.select([self._wake_r], [], [], HOLD_WAIT_S)
-            self._drain_wake()
+        self._waiting_room = True
+        try:
+            while not self._halt.is_set() and self._write_fault is None and not self.up.room():
+                select.select([self._wake_r], [], [], HOLD_WAIT_S)
+                self._drain_wake()
+        finally:
+            self._waiting_room = False
         log.info("uplink room again held_bytes=%d action=read", self.up.held_bytes)
         return True
 
