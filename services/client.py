@@ -118,6 +118,7 @@ import zmq
 
 from common import bus, delivery, rfc1662
 from common.config import ConfigError
+from common.dlms.count import count_apdu
 from common.marks import MarkFile
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
@@ -1420,6 +1421,7 @@ class Client(Service):
     def _downlink(self, data: bytes) -> None:
         """HES data: a unit of the downlink stream, held until the uart wrote it."""
         frames = rfc1662.wrap_transparent(data, self.max_info, self.profile, self.accm)
+        count_apdu(self.counters, "down", data)
         self.counters["downlink.chunks"] += 1
         self.counters["downlink.bytes"] += len(data)
         self.counters["downlink.frames"] += len(frames)
@@ -1492,6 +1494,7 @@ class Client(Service):
             "since": self._since,
             "spool_depth": self.spool.count,
             "spool_bytes": self.spool.nbytes,
+            "spool_age_s": round(self.spool.age(), 3),
             "inflight": len(self._inflight),
             "reconnects": self.counters["link.reconnects"],
             "last_error": self.conn.last_error,

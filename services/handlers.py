@@ -49,6 +49,7 @@ import weakref
 from typing import Any, Final
 
 from common import bus, params, rfc1662
+from common.dlms.count import count_apdu
 from common.paramstore import ParamStore, describe_value, value_payload
 from services.resolver import resolver
 
@@ -69,6 +70,7 @@ _stores: weakref.WeakKeyDictionary[Any, ParamStore] = weakref.WeakKeyDictionary(
 def handle_2100(app: Any, frame: rfc1662.Frame) -> None:
     """Meter data for the head-end system: forwarded as it is."""
     if frame.info:
+        count_apdu(app.counters, "up", frame.info)
         app.client.send(frame.info)
 
 
