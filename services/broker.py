@@ -35,7 +35,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from common import bus
+from common import bus, buskeys
 from common.metrics import Totals, read_totals
 from common.pool import Job, Pool, Release
 from common.service import Counters, Stopper, setup_logging
@@ -70,6 +70,8 @@ class Broker:
         self._stop = Stopper()
         self._wake_fd: int | None = None
 
+        # CURVE (if configured): the ZAP handler must run before the first bind.
+        self.auth = buskeys.authenticator(self.ctx, self.bus_cfg, self.run_dir)
         self.pull = self._bind(zmq.PULL, bus.BROKER_IN)
         self.pool = self._bind(zmq.ROUTER, bus.RESOLVER_IN)
         self.pool.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -114,6 +116,7 @@ class Broker:
         sock.setsockopt(zmq.LINGER, 0)
         if sndhwm:
             sock.setsockopt(zmq.SNDHWM, sndhwm)
+        buskeys.server(sock, self.bus_cfg, self.run_dir)  # CURVE, if configured
         address = bus.endpoint(self.bus_cfg, self.run_dir, name)
         if address.startswith("ipc://"):
             path = address[len("ipc://") :]
@@ -415,6 +418,8 @@ class Broker:
         now = time.monotonic()
         pool = self.pool_state
         own = {**self.counters, **self.pool_state.counters}
+        if self.auth is not None and self.auth[1].refused:
+            own["auth.refused"] = self.auth[1].refused
         self.totals.update(bus.BROKER, self.inst, own, now)
         services = []
         for entry in sorted(self.registry.values(), key=lambda e: (e["name"], e["inst"])):
@@ -555,6 +560,8 @@ class Broker:
         self._save_totals()
         for sock in [self.pull, self.pool, self.xsub, self.xpub, *self.inboxes.values()]:
             sock.close(linger=0)
+        if self.auth is not None:
+            self.auth[0].stop()
         self._stop.close()
         if self._own_ctx:
             self.ctx.term()

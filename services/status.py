@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from common import bus
+from common import bus, buskeys
 from common.config import load_or_exit
 from common.metrics import DLMS_PREFIX, drop_reason
 
@@ -37,6 +37,7 @@ def collect(config: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     ctx: zmq.Context[Any] = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    buskeys.client(sub, config["BUS"], config["_run_dir"], buskeys.TOOLS)
     for topic in TOPICS:
         sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sub.connect(bus.endpoint(config["BUS"], config["_run_dir"], bus.EVENTS_OUT))
