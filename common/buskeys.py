@@ -13,7 +13,9 @@ with ZeroMQ's CURVE (``zmq.auth`` certificate files):
   (``Allowlist``, run by pyzmq's ``ThreadAuthenticator``) lets in only the
   public keys found in ``allowed/``; a refused peer is logged and counted
   (``auth.refused``). The directory is read again when an unknown key
-  knocks, at most once a second, so adding a key needs no restart.
+  knocks and the directory changed since it was read, so adding a key needs
+  no restart of the broker (a refused peer, though, does not retry on its
+  own: restart it once its key is allowed).
 - Every other socket is a CURVE client: its own pair ``<name>.key_secret``
   and the broker's public key ``broker.key``. A worker on another machine
   needs only those two files and the broker's address
@@ -30,7 +32,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ TOOLS = "tools"  # status, tap, ask and the launcher share one pair
 PARTICIPANTS: tuple[str, ...] = ("uart", "client", "watchdog", "resolver", TOOLS)
 ALLOWED = "allowed"
 ZAP_DOMAIN = "meterlink"
-RELOAD_MIN_S = 1.0  # the allow-list is read again at most this often
 
 
 class KeysMissing(Exception):
@@ -129,7 +129,7 @@ class Allowlist:
         self.directory = directory
         self.refused = 0  # written by the authenticator's thread only
         self._keys: frozenset[bytes] = frozenset()
-        self._read_at = 0.0
+        self._stamp: int | None = None
         self._lock = threading.Lock()
         self.reload()
 
@@ -137,16 +137,23 @@ class Allowlist:
         import zmq.auth
 
         keys: set[bytes] = set()
-        if self.directory.is_dir():
+        stamp = self._mtime()
+        if stamp is not None:
             keys.update(zmq.auth.load_certificates(str(self.directory)))
         self._keys = frozenset(keys)
-        self._read_at = time.monotonic()
+        self._stamp = stamp
+
+    def _mtime(self) -> int | None:
+        try:
+            return self.directory.stat().st_mtime_ns
+        except OSError:
+            return None
 
     def callback(self, domain: str, key: bytes) -> bool:
         with self._lock:
             if key in self._keys:
                 return True
-            if time.monotonic() - self._read_at >= RELOAD_MIN_S:
+            if self._mtime() != self._stamp:
                 self.reload()
                 if key in self._keys:
                     return True

@@ -48,7 +48,6 @@ LOSS_KEYS: frozenset[str] = frozenset(
         "events.bad",
         "spool.errors",
         "send.bad",
-        "auth.refused",
     }
 )
 
@@ -168,6 +167,12 @@ NAMED_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("meterlink_hes_link_downs", "Times the HES link went down (flaps)", "client", "link.downs"),
     ("meterlink_hes_connects", "Connections made to the HES", "client", "link.connects"),
     ("meterlink_garbage_bytes", "Line-noise bytes skipped between frames", "uart", "garbage_bytes"),
+    (
+        "meterlink_bus_auth_refused",
+        "Bus peers the broker refused (CURVE key not allowed)",
+        "broker",
+        "auth.refused",
+    ),
 )
 
 DLMS_PREFIX = {"dlms.up.": "meter_to_hes", "dlms.down.": "hes_to_meter"}
