@@ -36,11 +36,11 @@ chaos: venv
 
 ## Watch the bus live (add ARGS="--protocol 0x2200" etc.).
 tap: venv
-	$(VENV)/bin/meterlink tap $(ARGS)
+	@$(VENV)/bin/meterlink tap $(ARGS)
 
 ## One screen of services, links and counters.
 status: venv
-	$(VENV)/bin/meterlink status $(ARGS)
+	@$(VENV)/bin/meterlink status $(ARGS)
 
 ## Benchmarks: codec, pipeline, footprint.
 bench: venv

@@ -700,8 +700,49 @@ def validate(data, custom_formats={}, name_prefix=None):
                         for data__BUS__services_x, data__BUS__services_item in enumerate(data__BUS__services):
                             if not isinstance(data__BUS__services_item, (str)):
                                 raise JsonSchemaValueException("" + (name_prefix or "data") + ".BUS.services[{data__BUS__services_x}]".format(**locals()) + " must be string")
+                if "curve" in data__BUS_keys:
+                    data__BUS_keys.remove("curve")
+                    data__BUS__curve = data__BUS["curve"]
+                    if not isinstance(data__BUS__curve, (dict)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".BUS.curve must be object")
+                    data__BUS__curve_is_dict = isinstance(data__BUS__curve, dict)
+                    if data__BUS__curve_is_dict:
+                        data__BUS__curve__missing_keys = set([]) - data__BUS__curve.keys()
+                        if data__BUS__curve__missing_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".BUS.curve must contain ")
+                        data__BUS__curve_keys = set(data__BUS__curve.keys())
+                        if "enabled" in data__BUS__curve_keys:
+                            data__BUS__curve_keys.remove("enabled")
+                            data__BUS__curve__enabled = data__BUS__curve["enabled"]
+                            if not isinstance(data__BUS__curve__enabled, (bool)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".BUS.curve.enabled must be boolean")
+                        if "keys_dir" in data__BUS__curve_keys:
+                            data__BUS__curve_keys.remove("keys_dir")
+                            data__BUS__curve__keysdir = data__BUS__curve["keys_dir"]
+                            if not isinstance(data__BUS__curve__keysdir, (str)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".BUS.curve.keys_dir must be string")
+                        if data__BUS__curve_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".BUS.curve must not contain "+str(data__BUS__curve_keys)+" properties")
                 if data__BUS_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".BUS must not contain "+str(data__BUS_keys)+" properties")
+        if "METRICS" in data_keys:
+            data_keys.remove("METRICS")
+            data__METRICS = data["METRICS"]
+            if not isinstance(data__METRICS, (dict)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".METRICS must be object")
+            data__METRICS_is_dict = isinstance(data__METRICS, dict)
+            if data__METRICS_is_dict:
+                data__METRICS__missing_keys = set([]) - data__METRICS.keys()
+                if data__METRICS__missing_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".METRICS must contain ")
+                data__METRICS_keys = set(data__METRICS.keys())
+                if "listen" in data__METRICS_keys:
+                    data__METRICS_keys.remove("listen")
+                    data__METRICS__listen = data__METRICS["listen"]
+                    if not isinstance(data__METRICS__listen, (str)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".METRICS.listen must be string")
+                if data__METRICS_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".METRICS must not contain "+str(data__METRICS_keys)+" properties")
         if "LOG" in data_keys:
             data_keys.remove("LOG")
             data__LOG = data["LOG"]

@@ -30,12 +30,14 @@ seq    int     per-source sequence number, counting from 0 for each inst
 ts     float   the sender's wall-clock time, seconds since the epoch
 op     str     the operation (see ``OPS``)
 data   any     the operation's data: msgpack types; frames are raw bytes
-ref    array   optional: ``[src, inst, n, base]``, the identity of the unit of
+ref    array   optional: ``[src, inst, n, base, t]``, the identity of the unit of
                an acknowledged stream this message carries or derives from:
                the stream's owner and instance, the unit's number ``n``
                (0, 1, 2 ... per instance) and ``base``, the lowest unit the
                owner still holds (so a receiver that never saw the stream
-               knows where it starts). A unit keeps its ref however often it
+               knows where it starts), and ``t``, when it was read (the
+               monotonic clock, which Linux shares between processes; for
+               latency figures only). A unit keeps its ref however often it
                is sent and whichever process instance sends it.
 =====  ======  ===========================================================
 """
@@ -160,27 +162,31 @@ class Ref:
     inst: int
     n: int
     base: int
+    t: float | None = None  # when the unit was read (monotonic, host-wide), if known
 
     @property
     def stream(self) -> tuple[str, int]:
         return (self.src, self.inst)
 
     def wire(self) -> list[Any]:
-        return [self.src, self.inst, self.n, self.base]
+        if self.t is None:
+            return [self.src, self.inst, self.n, self.base]
+        return [self.src, self.inst, self.n, self.base, self.t]
 
 
 def decode_ref(obj: Any) -> Ref:
     """A ``ref`` from its wire form; EnvelopeError if it is not one."""
     if (
         not isinstance(obj, list)
-        or len(obj) != 4
+        or len(obj) not in (4, 5)
         or not isinstance(obj[0], str)
-        or not all(isinstance(x, int) and not isinstance(x, bool) for x in obj[1:])
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in obj[1:4])
         or obj[2] < 0
         or obj[3] < 0
+        or (len(obj) == 5 and not isinstance(obj[4], (int, float)))
     ):
-        raise EnvelopeError("ref must be [src, inst, n >= 0, base >= 0]")
-    return Ref(obj[0], obj[1], obj[2], obj[3])
+        raise EnvelopeError("ref must be [src, inst, n >= 0, base >= 0, (t)]")
+    return Ref(obj[0], obj[1], obj[2], obj[3], float(obj[4]) if len(obj) == 5 else None)
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import ipaddress
 import os
 import re
 from typing import Any
@@ -120,6 +121,24 @@ def map_uart_port(uart: dict[str, Any]) -> dict[str, Any] | None:
     return {"number": port, "device": device, "rule": rule}
 
 
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or ``localhost``; a name is never resolved."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_listen(listen: str) -> tuple[str, int] | None:
+    """``"host:port"`` (``"[::1]:9727"`` too) as ``(host, port)``, or None."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
 def _module_found(name: str) -> str | None:
     """None if ``name`` can be imported, else why not (without importing it)."""
     try:
@@ -172,6 +191,18 @@ def semantic_errors(cfg: dict[str, Any]) -> list[str]:
                 f"{n} consecutive ports the bus needs (the last would be "
                 f"{bus['base_port'] + n - 1} > 65535)"
             )
+        if not bus["curve"]["enabled"] and not is_loopback(bus["host"]):
+            errors.append(
+                f"config key BUS.host: {bus['host']} is not a loopback address and "
+                "BUS.curve.enabled is false; the bus would be open to anything that can "
+                "reach it: enable CURVE (meterlink keys) or use 127.0.0.1"
+            )
+    listen = cfg.get("METRICS", {}).get("listen", "")
+    if listen and split_listen(listen) is None:
+        errors.append(
+            f'config key METRICS.listen: "{listen}" must be "host:port" (port 1-65535) '
+            'or "" to turn the endpoint off'
+        )
     for i, name in enumerate(cfg["RESOLVER"]["handlers"]):
         why = _module_found(name)
         if why:

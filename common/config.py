@@ -218,8 +218,19 @@ SCHEMA: dict[str, Any] = _obj(
                 "host": {"type": "string", "default": "127.0.0.1"},
                 "base_port": _int(5550, 1, 65000),
                 "services": {"type": "array", "items": {"type": "string"}, "default": []},
+                # CURVE on every bus socket (see common.buskeys); required to
+                # bind anything but loopback with transport tcp.
+                "curve": _obj(
+                    {
+                        "enabled": {"type": "boolean", "default": False},
+                        # Key pairs (meterlink keys) and allowed/ public keys.
+                        "keys_dir": {"type": "string", "default": "{run_dir}/keys"},
+                    }
+                ),
             }
         ),
+        # Prometheus exposition, served by the broker: "host:port", "" turns it off.
+        "METRICS": _obj({"listen": {"type": "string", "default": "127.0.0.1:9727"}}),
         "LOG": _obj({"level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"], "default": "INFO"}}),
         # Your own long-running services: name -> {"module", "settings"}; each
         # gets an inbox on the bus and its own supervisord program.

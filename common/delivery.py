@@ -59,6 +59,7 @@ class Unit(Generic[T]):
     n: int
     size: int
     item: T
+    born: float = 0.0  # monotonic time it was taken (for latency figures)
 
 
 class Sender(Generic[T]):
@@ -105,6 +106,7 @@ class Sender(Generic[T]):
         return unit
 
     def _hold(self, unit: Unit[T], now: float) -> None:
+        unit.born = now
         if not self.held:
             self._waiting_since = now
             self._resend_after = RESEND_MIN_S
@@ -119,8 +121,8 @@ class Sender(Generic[T]):
         return self.next_n if inst == self.inst else 0
 
     def ref(self, unit: Unit[T]) -> list[object]:
-        """The unit's wire ref ``[src, inst, n, base]``."""
-        return [self.name, unit.inst, unit.n, self.base(unit.inst)]
+        """The unit's wire ref ``[src, inst, n, base, born]``."""
+        return [self.name, unit.inst, unit.n, self.base(unit.inst), unit.born]
 
     # -- acknowledgements ----------------------------------------------------------
 

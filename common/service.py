@@ -34,7 +34,7 @@ from typing import Any
 
 import zmq
 
-from common import bus
+from common import bus, buskeys
 
 log = logging.getLogger("meterlink")
 
@@ -254,6 +254,7 @@ class Service:
             sock.setsockopt(zmq.SNDHWM, sndhwm)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        buskeys.client(sock, self.bus_cfg, self.run_dir, self.name)  # CURVE, if configured
         sock.connect(self.endpoint(name))
         return sock
 

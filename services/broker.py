@@ -16,7 +16,10 @@ It binds every bus endpoint (see ``common.bus``) and, in one poll loop:
 - keeps the registry of live services from their heartbeats and publishes it
   with its own counters;
 - mirrors everything it routes on topic ``tap``, but only while some tap is
-  subscribed, so an unwatched bus pays nothing.
+  subscribed, so an unwatched bus pays nothing;
+- keeps every service's counter totals across restarts (``common.metrics``)
+  and serves them, with the state gauges, to Prometheus on ``METRICS.listen``
+  from a snapshot it refreshes with the registry, never per frame.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import zmq
 
-from common import bus
+from common import bus, buskeys
+from common.metrics import Totals, read_totals
 from common.pool import Job, Pool, Release
 from common.service import Counters, Stopper, setup_logging
 
@@ -40,6 +45,13 @@ log = logging.getLogger("meterlink.broker")
 _packb = msgpack.Packer(use_bin_type=True).pack
 _TAP = bus.T_TAP.encode()
 _STATE = frozenset(t.encode() for t in bus.STATE_TOPICS)
+TOTALS_FILE = "metrics-totals.json"  # in the run directory
+#: state topic -> its key in the metrics snapshot
+_SNAPSHOT_TOPICS = {
+    bus.T_LINK_STATUS.encode(): "link",
+    bus.T_SERIAL_STATUS.encode(): "serial",
+    bus.T_NET_STATUS.encode(): "net",
+}
 
 
 #: How often the broker takes group/other bits off files in the run directory
@@ -63,6 +75,8 @@ class Broker:
         self._stop = Stopper()
         self._wake_fd: int | None = None
 
+        # CURVE (if configured): the ZAP handler must run before the first bind.
+        self.auth = buskeys.authenticator(self.ctx, self.bus_cfg, self.run_dir)
         self.pull = self._bind(zmq.PULL, bus.BROKER_IN)
         self.pool = self._bind(zmq.ROUTER, bus.RESOLVER_IN)
         self.pool.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -93,6 +107,13 @@ class Broker:
         )
         self._unknown_logged: set[str] = set()
 
+        # Counter totals across restarts (of the services and of the broker).
+        self.totals = Totals()
+        self.totals_path = Path(self.run_dir) / TOTALS_FILE
+        self.totals.load(read_totals(self.totals_path), time.monotonic())
+        self.metrics_snapshot: dict[str, Any] = {}
+        self.metrics: Any = None
+
     # -- sockets -------------------------------------------------------------
 
     def _bind(self, kind: int, name: str, sndhwm: int = 0) -> zmq.Socket[bytes]:
@@ -100,6 +121,7 @@ class Broker:
         sock.setsockopt(zmq.LINGER, 0)
         if sndhwm:
             sock.setsockopt(zmq.SNDHWM, sndhwm)
+        buskeys.server(sock, self.bus_cfg, self.run_dir)  # CURVE, if configured
         address = bus.endpoint(self.bus_cfg, self.run_dir, name)
         if address.startswith("ipc://"):
             path = address[len("ipc://") :]
@@ -223,6 +245,7 @@ class Broker:
         if not isinstance(entry.get("pid"), int):
             entry["pid"] = 0
         entry["last_seen"] = time.monotonic()
+        self.totals.update(name, inst, data.get("counters"), entry["last_seen"])
         if fresh:
             self._publish_registry()
 
@@ -395,6 +418,8 @@ class Broker:
         for key in gone:
             log.warning("service gone name=%s pid=%s", key[0], self.registry[key].get("pid"))
             del self.registry[key]
+            self.totals.retire(*key)
+        self.totals.expire(now, limit)
         if gone:
             self._publish_registry()
 
@@ -410,6 +435,10 @@ class Broker:
     def registry_data(self) -> dict[str, Any]:
         now = time.monotonic()
         pool = self.pool_state
+        own = {**self.counters, **self.pool_state.counters}
+        if self.auth is not None and self.auth[1].refused:
+            own["auth.refused"] = self.auth[1].refused
+        self.totals.update(bus.BROKER, self.inst, own, now)
         services = []
         for entry in sorted(self.registry.values(), key=lambda e: (e["name"], e["inst"])):
             item = {k: v for k, v in entry.items() if k != "last_seen"}
@@ -420,7 +449,7 @@ class Broker:
                 "pid": os.getpid(),
                 "inst": self.inst,
                 "started": self.started,
-                "counters": {**self.counters, **self.pool_state.counters},
+                "counters": own,
                 "pending": {k: len(v) for k, v in self.pending.items() if v},
                 "pool": {
                     "workers": len(pool.workers),
@@ -431,10 +460,44 @@ class Broker:
                 "tap": self.tap_active,
             },
             "services": services,
+            "totals": self.totals.totals(),
         }
 
     def _publish_registry(self) -> None:
-        self.publish(bus.T_REGISTRY, self.registry_data())
+        data = self.registry_data()
+        self.publish(bus.T_REGISTRY, data)
+        snap: dict[str, Any] = {"registry": data}
+        for topic, key in _SNAPSHOT_TOPICS.items():
+            parts = self.last_values.get(topic)
+            if parts is not None:
+                try:
+                    snap[key] = bus.decode(parts[1]).data
+                except (bus.EnvelopeError, IndexError):
+                    pass
+        for svc in data["services"]:  # heartbeats are fresher than state events
+            if svc.get("name") == bus.CLIENT and isinstance(svc.get("link"), dict):
+                snap["link"] = svc["link"]
+            elif svc.get("name") == bus.UART and "open" in svc:
+                snap["serial"] = svc
+        self.metrics_snapshot = snap  # one reference swap: the HTTP thread reads it
+
+    def _save_totals(self) -> None:
+        try:
+            self.totals.save(self.totals_path)
+        except OSError as exc:
+            self.counters["metrics.save_errors"] += 1
+            log.warning("totals not saved error=%s", exc)
+
+    def start_metrics(self) -> None:
+        listen = self.config.get("METRICS", {}).get("listen", "")
+        if not listen:
+            return
+        from services.metrics import MetricsServer
+
+        self.metrics = MetricsServer(listen, lambda: self.metrics_snapshot)
+        if not self.metrics.start():
+            self.counters["metrics.errors"] += 1
+            self.metrics = None
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -445,6 +508,7 @@ class Broker:
         self._wake_fd = self._stop.install()
         log.info("broker started pid=%d run_dir=%s", os.getpid(), self.run_dir)
         try:
+            self.start_metrics()
             self._loop()
         finally:
             self.close()
@@ -507,13 +571,19 @@ class Broker:
             if now >= next_registry:
                 next_registry = now + bus.REGISTRY_INTERVAL
                 self._publish_registry()
+                self._save_totals()
             if now >= next_private:
                 next_private = now + PRIVATE_SWEEP_S
                 self._guarded(self._make_private)
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+        self._save_totals()
         for sock in [self.pull, self.pool, self.xsub, self.xpub, *self.inboxes.values()]:
             sock.close(linger=0)
+        if self.auth is not None:
+            self.auth[0].stop()
         self._stop.close()
         if self._own_ctx:
             self.ctx.term()

@@ -116,8 +116,9 @@ from typing import Any
 
 import zmq
 
-from common import bus, delivery, rfc1662
+from common import bus, delivery, metrics, rfc1662
 from common.config import ConfigError
+from common.dlms.count import count_apdu
 from common.marks import MarkFile
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
@@ -975,7 +976,10 @@ class Client(Service):
         self._accepted = 0  # payloads taken in, ever (the next index)
         self._acks_due: set[tuple[str, int]] = set()
         self._acks_scheduled = False
-        self._units: collections.deque[tuple[str, int, int, int]] = collections.deque()
+        # (src, inst, n, payload index it ends at, read time)
+        self._units: collections.deque[tuple[str, int, int, int, float | None]] = (
+            collections.deque()
+        )
         # Downlink delivery: HES data held until the uart has written it.
         self.dl: delivery.Sender[list[bytes]] = delivery.Sender(
             bus.CLIENT, self.inst, DOWNLINK_WINDOW_BYTES
@@ -1091,7 +1095,7 @@ class Client(Service):
         if payloads:
             self._take(payloads, ref)
         if ref is not None:
-            self._units.append((ref.src, ref.inst, ref.n, self._accepted))
+            self._units.append((ref.src, ref.inst, ref.n, self._accepted, ref.t))
             self._advance()
 
     def _take(self, payloads: list[bytes], ref: bus.Ref | None = None) -> None:
@@ -1144,9 +1148,12 @@ class Client(Service):
         safe = self._safe_index()
         last: dict[tuple[str, int], int] = {}
         units = self._units
+        now = time.monotonic()
         while units and units[0][3] <= safe:
-            src, inst, n, _ = units.popleft()
+            src, inst, n, _, t = units.popleft()
             last[(src, inst)] = n
+            if t is not None:
+                metrics.observe(self.counters, "uplink", now - t)
         return last
 
     def _advance(self) -> None:
@@ -1192,7 +1199,7 @@ class Client(Service):
         spool write that makes everything before ``index`` safe must store
         in its own transaction."""
         last = delivery.last_per_stream(
-            (src, inst, n) for src, inst, n, end in self._units if end <= index
+            (src, inst, n) for src, inst, n, end, _ in self._units if end <= index
         )
         return [(src, inst, n) for (src, inst), n in last.items()]
 
@@ -1466,6 +1473,7 @@ class Client(Service):
     def _downlink(self, data: bytes) -> None:
         """HES data: a unit of the downlink stream, held until the uart wrote it."""
         frames = rfc1662.wrap_transparent(data, self.max_info, self.profile, self.accm)
+        count_apdu(self.counters, "down", data)
         self.counters["downlink.chunks"] += 1
         self.counters["downlink.bytes"] += len(data)
         self.counters["downlink.frames"] += len(frames)
@@ -1477,7 +1485,10 @@ class Client(Service):
             self.counters["ack.bad_src"] += 1
             return
         inst, n = delivery.inst_n(env.data)
-        released = self.dl.ack(inst, n, time.monotonic())
+        now = time.monotonic()
+        released = self.dl.ack(inst, n, now)
+        for unit in released:
+            metrics.observe(self.counters, "downlink", now - unit.born)
         if released:
             self.counters["downlink.units_written"] += len(released)
             self.conn.downlink_done(sum(u.size for u in released))
@@ -1545,6 +1556,7 @@ class Client(Service):
             "since": self._since,
             "spool_depth": self.spool.count,
             "spool_bytes": self.spool.nbytes,
+            "spool_age_s": round(self.spool.age(), 3),
             "inflight": len(self._inflight),
             "reconnects": self.counters["link.reconnects"],
             "last_error": self.conn.last_error,

@@ -49,6 +49,7 @@ import weakref
 from typing import Any, Final
 
 from common import bus, params, rfc1662
+from common.dlms.count import count_apdu
 from common.paramstore import ParamStore, describe_value, value_payload
 from services.resolver import resolver
 
@@ -69,6 +70,7 @@ _stores: weakref.WeakKeyDictionary[Any, ParamStore] = weakref.WeakKeyDictionary(
 def handle_2100(app: Any, frame: rfc1662.Frame) -> None:
     """Meter data for the head-end system: forwarded as it is."""
     if frame.info:
+        count_apdu(app.counters, "up", frame.info)
         app.client.send(frame.info)
 
 
@@ -76,6 +78,9 @@ def handle_2100(app: Any, frame: rfc1662.Frame) -> None:
 def handle_2100_batch(app: Any, infos: list[bytes]) -> None:
     """``handle_2100`` for a whole batch: one send of every non-empty info field."""
     data = [info for info in infos if info]
+    counters = app.counters
+    for info in data:
+        count_apdu(counters, "up", info)
     if data:
         app.client.send(data)
 

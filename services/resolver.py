@@ -34,7 +34,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from common import bus, rfc1662
+from common import bus, buskeys, rfc1662
 from common.service import Service, main_for
 
 log = logging.getLogger("meterlink.resolver")
@@ -129,6 +129,7 @@ class Worker(Service):
         self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         self.ident = f"resolver-{os.getpid()}-{self.inst % 100000}".encode()
         self.dealer.setsockopt(zmq.IDENTITY, self.ident)
+        buskeys.client(self.dealer, self.bus_cfg, self.run_dir, bus.RESOLVER)
         self.dealer.connect(self.endpoint(bus.RESOLVER_IN))
         self.add_socket(self.dealer, self._on_jobs)
         self.every(bus.HEARTBEAT_INTERVAL, self._pool_heartbeat)

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
 
 import zmq
 
-from common import bus
+from common import bus, buskeys
 from common.config import load_or_exit
+from common.metrics import DLMS_PREFIX, drop_reason, is_latency
 
 TOPICS = (bus.T_REGISTRY, bus.T_NET_STATUS, bus.T_LINK_STATUS, bus.T_SERIAL_STATUS)
 #: How long to wait for the optional state topics after the registry came.
@@ -35,6 +37,7 @@ def collect(config: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     ctx: zmq.Context[Any] = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    buskeys.client(sub, config["BUS"], config["_run_dir"], buskeys.TOOLS)
     for topic in TOPICS:
         sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sub.connect(bus.endpoint(config["BUS"], config["_run_dir"], bus.EVENTS_OUT))
@@ -95,27 +98,51 @@ def _link_line(link: dict[str, Any], now: float) -> str:
 
 
 def summary(state: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures, summed over services, from their counters."""
-    reg = state[bus.T_REGISTRY]
-    services = reg.get("services", [])
-    totals: dict[str, int] = {}
-    for svc in services:
-        for key, value in (svc.get("counters") or {}).items():
-            totals[f"{svc['name']}.{key}"] = totals.get(f"{svc['name']}.{key}", 0) + int(value)
-    for key, value in (reg.get("broker", {}).get("counters") or {}).items():
-        totals[f"broker.{key}"] = int(value)
+    """The headline figures from the broker's totals, which survive restarts.
 
-    def pick(*names: str) -> int:
-        return sum(v for k, v in totals.items() if k.split(".", 1)[-1] in names)
+    ``drops`` is the sum of every counter that counts a loss
+    (``common.metrics.drop_reason``), the same set as ``meterlink_drops_total``;
+    ``drops_by_reason`` breaks it down.
+    """
+    reg = state[bus.T_REGISTRY]
+    by_service: dict[str, dict[str, int]] = reg.get("totals") or {}
+    if not by_service:  # an older broker: this instance's figures only
+        for svc in reg.get("services", []):
+            dest = by_service.setdefault(svc["name"], {})
+            for key, value in (svc.get("counters") or {}).items():
+                dest[key] = dest.get(key, 0) + int(value)
+        by_service[bus.BROKER] = dict(reg.get("broker", {}).get("counters") or {})
+    totals = {
+        f"{name}.{key}": int(value)
+        for name, counters in by_service.items()
+        for key, value in counters.items()
+    }
+    reasons: dict[str, int] = {}
+    apdus: dict[str, dict[str, int]] = {"meter_to_hes": {}, "hes_to_meter": {}}
+    for name, counters in by_service.items():
+        for key, value in counters.items():
+            reason = drop_reason(key)
+            if reason is not None and value:
+                label = f"{name}.{reason}"
+                reasons[label] = reasons.get(label, 0) + int(value)
+            for prefix, direction in DLMS_PREFIX.items():
+                if key.startswith(prefix):
+                    apdu = key[len(prefix) :]
+                    apdus[direction][apdu] = apdus[direction].get(apdu, 0) + int(value)
+
+    def pick(service: str, key: str) -> int:
+        return int(by_service.get(service, {}).get(key, 0))
 
     link = state.get(bus.T_LINK_STATUS) or {}
     return {
-        "frames_in": pick("frames_in"),
-        "frames_to_meter": pick("frames_out"),
-        "bad_fcs": pick("bad_fcs"),
-        "garbage_bytes": pick("garbage_bytes"),
+        "frames_in": pick(bus.UART, "frames_in"),
+        "frames_to_meter": pick(bus.UART, "frames_out"),
+        "bad_fcs": pick(bus.UART, "bad_fcs"),
+        "garbage_bytes": pick(bus.UART, "garbage_bytes"),
         "spool_depth": link.get("spool_depth", 0),
-        "drops": sum(v for k, v in totals.items() if "drop" in k),
+        "drops": sum(reasons.values()),
+        "drops_by_reason": dict(sorted(reasons.items())),
+        "apdus": apdus,
         "counters": totals,
     }
 
@@ -160,7 +187,17 @@ def render(state: dict[str, Any]) -> str:
         f"frames in={s['frames_in']} to_meter={s['frames_to_meter']} bad_fcs={s['bad_fcs']}"
         f" garbage_bytes={s['garbage_bytes']} spool_depth={s['spool_depth']} drops={s['drops']}"
     )
-    nonzero = {k: v for k, v in sorted(s["counters"].items()) if v}
+    if s["drops_by_reason"]:
+        lines.append(
+            "drops by reason: " + " ".join(f"{k}={v}" for k, v in s["drops_by_reason"].items())
+        )
+    for direction, label in (("meter_to_hes", "meter->HES"), ("hes_to_meter", "HES->meter")):
+        counts = s["apdus"][direction]
+        if counts:
+            lines.append(
+                f"dlms {label}: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            )
+    nonzero = {k: v for k, v in sorted(s["counters"].items()) if v and not is_latency(k)}
     if nonzero:
         lines.append("")
         lines.append("counters:")
@@ -169,6 +206,16 @@ def render(state: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `status | head`: the reader left; say nothing more, and do not let
+        # Python's flush at exit raise again on the closed stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m services.status", description=__doc__.split("\n")[0]
     )

@@ -418,10 +418,11 @@ class Uart(Service):
         kind = parts[0]
         if kind == _KIND_FRAMES:
             n = int(parts[2])
+            born = float(parts[3])
             frames = msgpack.unpackb(parts[1])
             self.counters["frames_in"] += len(frames)
             with self._jlock:
-                ref = [bus.UART, self.up.inst, n, self.up.base(self.up.inst)]
+                ref = [bus.UART, self.up.inst, n, self.up.base(self.up.inst), born]
             self.send(bus.RESOLVER, bus.OP_FRAMES, frames, ref)
             return
         if kind == _KIND_WRITTEN:
@@ -705,7 +706,7 @@ class Uart(Service):
             self._journaled_partial = partial
         # One part, not one per frame: pyzmq's per-part cost dominated the
         # hand-off to the loop under load.
-        if self._post([_KIND_FRAMES, msgpack.packb(frames), b"%d" % unit.n]):
+        if self._post([_KIND_FRAMES, msgpack.packb(frames), b"%d" % unit.n, b"%r" % unit.born]):
             return
         before = self._rx["rx_dropped"]
         self._rx["rx_dropped"] = before + len(frames)

@@ -63,6 +63,8 @@ def base_config(run_dir: str | Path, **sections: dict[str, Any]) -> dict[str, An
         "DEVICE": {"name": "gw-test", "meter_sn": "SN-TEST-1"},
         "WATCHDOG": {"interval_s": 0.5, "timeout_s": 0.5, "status_interval_s": 0.5},
         "LOG": {"level": "INFO"},
+        # Tests that scrape choose a free port; the others serve no endpoint.
+        "METRICS": {"listen": ""},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

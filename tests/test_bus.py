@@ -270,9 +270,10 @@ def test_tap_sees_routed_messages_with_filters_and_costs_nothing_when_off(stack,
     assert ("uart", "resolver", "frames") in routes
     assert ("resolver", "client", "send") in routes
     fr = next(r for r in recs if r["op"] == "frames")["frames"][0]
-    assert fr["protocol"] in (0x2300, 0x2100) and fr["cmd"] == 0xBF and fr["len"] == 15
+    assert fr["protocol"] in (0x2300, 0x2100) and fr["cmd"] == 0xBF and fr["frame_len"] == 15
+    assert fr["payload_len"] == 4
     text = tap_proto.text()
-    assert "uart>resolver frames" in text and "proto=0x2300 cmd=0xbf len=15" in text
+    assert "uart>resolver frames" in text and "proto=0x2300 cmd=0xbf payload=4 frame=15" in text
     assert "0x2100" not in text
     broker.wait_log("tap detached")
     detached = registry(

@@ -24,7 +24,7 @@ def test_sender_numbers_holds_and_releases_cumulatively():
     s: Sender[bytes] = Sender("uart", 7, max_bytes=100)
     units = [s.submit(b"x" * 10, 10, now=0.0) for _ in range(3)]
     assert [u.n for u in units] == [0, 1, 2]
-    assert s.ref(units[1]) == ["uart", 7, 1, 0]
+    assert s.ref(units[1]) == ["uart", 7, 1, 0, 0.0]
     assert [u.n for u in s.ack(7, 1, now=1.0)] == [0, 1]
     assert s.base(7) == 2 and s.held_bytes == 10
     assert s.ack(7, 1, now=1.0) == []  # repeated ack: nothing more
@@ -57,7 +57,7 @@ def test_adopted_units_of_an_older_instance_go_first_and_keep_their_identity():
     s.adopt(10, 6, b"old6", 4, now=0.0)
     s.submit(b"new0", 4, now=0.0)
     assert [(u.inst, u.n) for u in s.resend_all(1.0)] == [(10, 5), (10, 6), (20, 0)]
-    assert s.ref(s.held[0]) == ["uart", 10, 5, 5]
+    assert s.ref(s.held[0]) == ["uart", 10, 5, 5, 0.0]
     # A nack for the new instance brings the old instance's units too (first).
     assert [(u.inst, u.n) for u in s.resend_from(20, 0, 2.0)] == [(10, 5), (10, 6), (20, 0)]
 
@@ -173,7 +173,7 @@ class Link(RuleBasedStateMachine):
     # -- the receiver ----------------------------------------------------------------
 
     def _on_unit(self, msg: list[object]) -> None:
-        src, inst, n, base, item = msg
+        src, inst, n, base, _born, item = msg
         assert isinstance(src, str) and isinstance(inst, int)
         assert isinstance(n, int) and isinstance(base, int) and isinstance(item, int)
         verdict = self.receiver.offer(src, inst, n, base)

@@ -29,6 +29,7 @@ from common.dlms.axdr import (
     format_datetime,
 )
 from common.dlms.ber import Tlv
+from common.dlms.count import apdu_name, count_apdu
 from common.dlms.errors import (
     BadLength,
     BadTag,
@@ -64,6 +65,8 @@ __all__ = [
     "Truncated",
     "TypeDesc",
     "WrapperError",
+    "apdu_name",
+    "count_apdu",
     "decode",
     "decode_data",
     "describe",

@@ -272,12 +272,13 @@ class Watcher:
     def __init__(self, run_dir: Path, cfg: dict[str, Any]) -> None:
         import zmq
 
-        from common import bus
+        from common import bus, buskeys
 
         self.run_dir = run_dir
         self.ctx: Any = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
+        buskeys.client(self.sub, cfg["BUS"], str(run_dir), buskeys.TOOLS)
         for topic in (*GATEWAY_TOPICS, bus.T_SERIAL_STATUS, bus.T_LINK_STATUS):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.sub.connect(bus.endpoint(cfg["BUS"], str(run_dir), bus.EVENTS_OUT))

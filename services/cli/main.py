@@ -12,6 +12,7 @@ Global options (before the command) choose the stack: ``--config FILE``
     ctl [ARGS...]    supervisorctl against the stack started by `run`
     scale N          N resolver workers on the running stack; nothing else restarts
     reload           every service re-reads the config (as SIGHUP does)
+    keys             CURVE key pairs for the bus (BUS.curve) and the broker's allow-list
     supervisor-conf  programs for a host supervisord's [include]
     systemd-unit     a systemd unit that runs the stack as a dedicated user
     schema           the config's JSON schema
@@ -98,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="every service re-reads the config (SIGHUP)")
     stack_opts(p)
 
+    p = sub.add_parser("keys", help="CURVE key pairs for the bus and the broker's allow-list")
+    stack_opts(p)
+    p.add_argument("--dir", help="where to write them [BUS.curve.keys_dir]")
+    p.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        help="only this participant's pair (repeatable), e.g. resolver for a worker "
+        "on another machine",
+    )
+    p.add_argument("--force", action="store_true", help="replace pairs that exist")
+
     p = sub.add_parser("supervisor-conf", help="programs for a host supervisord's [include]")
     stack_opts(p)
     p.add_argument("--workers", type=int, default=2)
@@ -159,6 +172,38 @@ def check(path: Path, run_dir: Path) -> int:
     return 0
 
 
+def keys(args: argparse.Namespace, config: Path, run_dir: Path) -> int:
+    from common import buskeys
+    from common.config import ConfigError, load
+
+    names = args.only
+    where = Path(args.dir) if args.dir else None
+    if names is None or where is None:
+        try:
+            cfg = load(config, run_directory=str(run_dir))
+        except ConfigError as exc:
+            print(f"meterlink keys: {exc}", file=sys.stderr)
+            return 2
+        names = names or buskeys.participants(cfg)
+        where = where or buskeys.keys_dir(cfg["BUS"], str(run_dir))
+    bad = [n for n in names if not n or "/" in n or n.startswith(".")]
+    if bad:
+        print(f"meterlink keys: not a participant name: {bad[0]!r}", file=sys.stderr)
+        return 2
+    try:
+        for line in buskeys.generate(where, names, force=args.force):
+            print(line)
+    except OSError as exc:
+        print(f"meterlink keys: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if args.only:
+        print(
+            f"copy {where}/{{NAME}}.key into the broker's {buskeys.ALLOWED}/ and the broker's "
+            f"{buskeys.BROKER}.key into {where}/"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     rest: list[str] | None = None
@@ -208,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         return launcher.scale(run_dir, args.workers)
     if cmd == "reload":
         return launcher.reload(run_dir)
+    if cmd == "keys":
+        return keys(args, config, run_dir)
     if cmd == "supervisor-conf":
         if args.checkout:
             sys.stdout.write(conf.checkout_conf())

@@ -1,0 +1,310 @@
+"""Metrics: totals that survive restarts, every drop in the headline, the
+Prometheus endpoint scraped over real HTTP from a real stack, APDU counts.
+
+The scrape test runs the whole stack under supervisord (the chaos tests'
+``Gateway``), a meter on a pseudo-terminal and an HES on 127.0.0.1, and reads
+``/metrics`` from the broker's endpoint on a free port of 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from common import bus
+from common.dlms import count_apdu
+from common.metrics import Totals, drop_reason, families
+from services import status
+from tests.conftest import ROOT, wait_for
+from tests.hes_util import FakeHES, free_port
+from tests.test_chaos import Gateway
+from tests.test_e2e import transparent
+
+# A data-notification APDU (tag 0x0F): long-invoke-id, no date-time, a u32.
+NOTIFICATION = bytes.fromhex("0f0000000100") + bytes.fromhex("0600000001")
+
+
+# -- pure parts ------------------------------------------------------------------------
+
+
+def test_totals_survive_a_restart_and_never_go_down():
+    t = Totals()
+    t.update("uart", 1, {"frames_in": 5, "bad_fcs": 1}, now=0.0)
+    t.update("uart", 1, {"frames_in": 7, "bad_fcs": 1}, now=0.5)
+    t.update("uart", 1, {"frames_in": 6}, now=0.6)  # never down within an instance
+    assert t.totals()["uart"] == {"frames_in": 7, "bad_fcs": 1}
+    t.update("uart", 2, {"frames_in": 0}, now=1.0)  # restarted, old one not expired yet
+    assert t.totals()["uart"]["frames_in"] == 7
+    t.expire(now=3.0, limit=2.0)  # the old instance is gone: kept in the total
+    t.update("uart", 2, {"frames_in": 3}, now=3.0)
+    assert t.totals()["uart"] == {"frames_in": 10, "bad_fcs": 1}
+    # ... and across a broker restart, through the file.
+    again = Totals()
+    again.load(json.loads(json.dumps(t.dump())), now=10.0)
+    again.update("uart", 2, {"frames_in": 4}, now=10.1)  # same instance: no double count
+    assert again.totals()["uart"]["frames_in"] == 11
+
+
+def test_every_loss_has_a_reason_and_nothing_else_is_a_drop():
+    assert drop_reason("frames.unknown_protocol") == "unknown_protocol"
+    assert drop_reason("drop.unknown_dst") == "unknown_dst"
+    assert drop_reason("drop.queue_full.client") == "queue_full_client"
+    assert drop_reason("spool.dropped_age") == "spool_age"
+    assert drop_reason("bad_fcs") == "bad_fcs"
+    assert drop_reason("tap.dropped") == "tap"
+    for key in ("frames_in", "frames_out", "uplink.payloads", "dlms.up.aarq", "garbage_bytes"):
+        assert drop_reason(key) is None, key
+
+
+def test_status_headline_counts_every_drop_reason():
+    reg = {
+        "broker": {"counters": {}},
+        "services": [],
+        "totals": {
+            "uart": {"frames_in": 65, "bad_fcs": 2},
+            "resolver": {"frames": 65, "frames.unknown_protocol": 1},
+            "broker": {"drop.unknown_dst": 3},
+        },
+    }
+    s = status.summary({bus.T_REGISTRY: reg})
+    assert s["frames_in"] == 65
+    assert s["drops"] == 6
+    assert s["drops_by_reason"] == {
+        "broker.unknown_dst": 3,
+        "resolver.unknown_protocol": 1,
+        "uart.bad_fcs": 2,
+    }
+    text = status.render({bus.T_REGISTRY: reg})
+    assert "drops=6" in text and "resolver.unknown_protocol=1" in text
+
+
+def test_count_apdu_looks_at_the_first_byte_only():
+    c: dict[str, int] = {}
+    count_apdu(c, "up", NOTIFICATION)
+    count_apdu(c, "up", b"\xc4\x01\xc1\x00")  # get-response, cut short: still named
+    count_apdu(c, "down", b"\x60\x1d")  # aarq
+    count_apdu(c, "down", b"hello")  # not DLMS
+    count_apdu(c, "down", b"")  # nothing
+    assert c == {
+        "dlms.up.data-notification": 1,
+        "dlms.up.get-response": 1,
+        "dlms.down.aarq": 1,
+        "dlms.down.other": 1,
+    }
+
+
+def test_families_expose_totals_drops_and_gauges():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    snap = {
+        "registry": {
+            "broker": {"pool": {"workers": 2, "inflight_jobs": 1, "queued_frames": 0}},
+            "services": [{"name": "uart"}, {"name": "resolver"}, {"name": "resolver"}],
+            "totals": {
+                "uart": {"frames_in": 9, "bad_fcs": 1},
+                "resolver": {"dlms.up.get-response": 4},
+            },
+        },
+        "link": {"up": False, "spool_depth": 3, "spool_bytes": 30, "spool_age_s": 2.5},
+        "net": {"up": True, "lqi": 21},
+    }
+
+    class C:
+        def collect(self):
+            return families(snap, "1.2.3")
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(C())
+    got = samples(generate_latest(reg).decode())
+    assert got[("meterlink_frames_total", (("service", "uart"),))] == 9
+    assert got[("meterlink_drops_total", (("reason", "bad_fcs"), ("service", "uart")))] == 1
+    key = ("meterlink_dlms_apdus_total", (("apdu", "get-response"), ("direction", "meter_to_hes")))
+    assert got[key] == 4
+    assert got[("meterlink_spool_entries", ())] == 3
+    assert got[("meterlink_spool_oldest_age_seconds", ())] == 2.5
+    assert got[("meterlink_hes_link_up", ())] == 0
+    assert got[("meterlink_lqi", ())] == 21
+    assert got[("meterlink_resolver_workers", ())] == 2
+    assert got[("meterlink_service_up", (("service", "resolver"),))] == 2
+    assert got[("meterlink_build_info", (("version", "1.2.3"),))] == 1
+
+
+# -- over HTTP, from a real stack -----------------------------------------------------------
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.status == 200
+        return samples(resp.read().decode())
+
+
+def value(port: int, name: str, **labels: str) -> float | None:
+    return scrape(port).get((name, tuple(sorted(labels.items()))))
+
+
+def status_json(gw: Gateway) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.status", "--json"],
+        env=gw.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_scrape_counts_frames_across_a_uart_restart_and_follows_an_hes_outage(
+    run_dir: Path, request
+):
+    port = free_port()
+    gw = Gateway(run_dir, 2, None, METRICS={"listen": f"127.0.0.1:{port}"})
+    try:
+        _scrape_scenario(gw, port)
+    except BaseException:
+        print(gw.sup.logs())
+        raise
+    finally:
+        gw.close()
+
+
+def _scrape_scenario(gw: Gateway, port: int) -> None:
+    gw.hes.wait_connections(1, 15)
+    n = 40
+    for i in range(n):
+        gw.meter.send(transparent(NOTIFICATION + i.to_bytes(2, "big")))
+    gw.hes.wait_bytes(n * (len(NOTIFICATION) + 2))
+
+    def frames_are(want: int):
+        return lambda: value(port, "meterlink_frames_total", service="uart") == want
+
+    wait_for(frames_are(n), 10, f"meterlink_frames_total{{service=uart}} == {n}")
+    up = (
+        "meterlink_dlms_apdus_total",
+        (("apdu", "data-notification"), ("direction", "meter_to_hes")),
+    )
+    wait_for(lambda: scrape(port).get(up) == n, 10, "data-notifications counted")
+    assert value(port, "meterlink_serial_open") == 1
+    assert value(port, "meterlink_hes_link_up") == 1
+    assert value(port, "meterlink_build_info", version=_version()) == 1
+
+    # Latency histograms: every uplink unit observed once, each in a bucket;
+    # downlink from HES data to the meter.
+    lat = "meterlink_uplink_latency_seconds"
+
+    def observed() -> float:
+        return value(port, lat + "_count", service="client") or 0
+
+    wait_for(lambda: observed() >= 1, 10, "uplink latencies observed")
+    units = observed()
+    assert units <= n
+    assert value(port, lat + "_bucket", service="client", le="+Inf") == units
+    assert 0 < (value(port, lat + "_sum", service="client") or 0) < units * 10
+    gw.hes.send(b"\xc0\x01\xc1\x00\x01")
+    wait_for(
+        lambda: (
+            (value(port, "meterlink_downlink_latency_seconds_count", service="client") or 0) == 1
+        ),
+        15,
+        "one downlink latency observed",
+    )
+
+    # A uart restart is not a reset to the scraper ...
+    old = gw.kill("uart")
+    new = gw.wait_restarted("uart", old)
+    wait_for(
+        lambda: any(
+            s["name"] == "uart" and s.get("pid") == new
+            for s in status_json(gw)[bus.T_REGISTRY]["services"]
+        ),
+        15,
+        "the new uart's heartbeat",
+    )
+    assert value(port, "meterlink_frames_total", service="uart") == n
+    # ... nor after the old instance is forgotten (liveness), and new frames add up.
+    wait_for(
+        lambda: (
+            [s["pid"] for s in status_json(gw)[bus.T_REGISTRY]["services"] if s["name"] == "uart"]
+            == [new]
+        ),
+        15,
+        "the killed uart to be forgotten",
+    )
+    assert value(port, "meterlink_frames_total", service="uart") == n
+    s = status_json(gw)["summary"]
+    assert s["frames_in"] == n
+
+    # HES outage: the spool gauges follow it.
+    hes_port = gw.hes.port
+    gw.hes.stop()
+    wait_for(lambda: value(port, "meterlink_hes_link_up") == 0, 15, "the link down gauge")
+    k = 10
+    for i in range(k):
+        gw.meter.send(transparent(NOTIFICATION + (1000 + i).to_bytes(2, "big")))
+    wait_for(lambda: (value(port, "meterlink_spool_entries") or 0) >= k, 15, f"{k} spooled entries")
+    assert (value(port, "meterlink_spool_bytes") or 0) >= k * (len(NOTIFICATION) + 2)
+    wait_for(
+        lambda: (value(port, "meterlink_spool_oldest_age_seconds") or 0) > 0, 10, "a spool age"
+    )
+    assert value(port, "meterlink_frames_total", service="uart") == n + k
+    back = FakeHES(port=hes_port)
+    gw.extra.append(back)
+    back.start()
+    back.wait_connections(1, 30)
+    wait_for(lambda: value(port, "meterlink_spool_entries") == 0, 20, "the spool drained")
+    assert value(port, "meterlink_hes_link_up") == 1
+    assert (value(port, "meterlink_hes_link_downs_total", service="client") or 0) >= 1
+    assert (value(port, "meterlink_spool_oldest_age_seconds") or 0) == 0
+
+
+def _version() -> str:
+    from services.metrics import version
+
+    return version()
+
+
+def test_metrics_port_taken_leaves_the_broker_running(stack, run_dir):
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        cfg = dict(stack.config, METRICS={"listen": f"127.0.0.1:{holder.getsockname()[1]}"})
+        stack.write_config(cfg)
+        broker = stack.start("services.broker")
+        broker.wait_log("metrics off reason=bind")
+        broker.wait_log("broker started")
+        assert broker.alive()
+    finally:
+        holder.close()
+
+
+def test_bad_metrics_listen_is_a_config_error(run_dir):
+    from tests.conftest import base_config
+
+    path = run_dir / "bad.json"
+    path.write_text(json.dumps(base_config(run_dir, METRICS={"listen": "nope"})))
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "check", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "METRICS.listen" in out.stdout
