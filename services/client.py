@@ -864,31 +864,30 @@ class Connection(threading.Thread):
             if not data:
                 raise LinkClosed("closed by the HES")
             self.stats.tcp_bytes_down += len(data)
-            chunks = self._unframe(decoder, data)
+            chunks = decoder.feed(data)
             size = sum(map(len, chunks))
             with self._lock:
                 self._dl_unacked += size
             if chunks and not self._inbox.post([_DATA, *chunks]):
                 self.downlink_done(size)  # counted as downlink.dropped
+            if decoder.error is not None:
+                self._bad_framing(decoder.error)
             if not self._reading():
                 return
             if not (is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 return
 
-    def _unframe(self, decoder: Decoder, data: bytes) -> list[bytes]:
-        """The downlink units ``data`` completes; a bad header drops the connection."""
-        try:
-            return decoder.feed(data)
-        except FramingError as exc:
-            self.stats.framing_errors += 1
-            log.warning(
-                "hes protocol error reason=bad_header framing=%s error=%s host=%s port=%d",
-                self.t.framing,
-                exc,
-                self.t.host,
-                self.t.port,
-            )
-            raise LinkClosed(f"protocol error: {exc}") from None
+    def _bad_framing(self, error: FramingError) -> None:
+        """A bad wrapper header: the stream cannot be followed, drop the connection."""
+        self.stats.framing_errors += 1
+        log.warning(
+            "hes protocol error reason=bad_header framing=%s error=%s host=%s port=%d",
+            self.t.framing,
+            error,
+            self.t.host,
+            self.t.port,
+        )
+        raise LinkClosed(f"protocol error: {error}")
 
     def _write(
         self,

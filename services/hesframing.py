@@ -6,8 +6,9 @@ uplink payload (one APDU: each 0x2100 payload from the meter is one) is preceded
 8-octet header ``version 1 | source wPort | destination wPort | length``
 (``common.dlms.wrapper``), and the downlink stream is cut into the APDUs its headers
 delimit, whatever the TCP reads split or merge. A bad downlink header (version, length)
-raises ``FramingError``: the stream cannot be resynchronised, so the connection is
-dropped (the caller logs and counts it). The wPorts of downlink headers are not checked.
+sets the decoder's ``error`` (a ``FramingError``) after the APDUs before it: the stream
+cannot be resynchronised, so the caller delivers those, then drops the connection (and
+logs and counts it). The wPorts of downlink headers are not checked.
 
 The spool keeps payloads unwrapped, so headers are added where payloads are written to
 the socket (``encode``), and each connection gets a fresh ``decoder()``. Pure: no I/O.
@@ -30,6 +31,8 @@ FramingError = WrapperError
 class RawDecoder:
     """The raw stream: every read is one chunk."""
 
+    error: FramingError | None = None
+
     def feed(self, data: bytes) -> list[bytes]:
         return [data] if data else []
 
@@ -39,19 +42,41 @@ class RawDecoder:
 
 
 class WrapperDecoder:
-    """The wrapped stream: the APDUs whole PDUs carry, oldest first."""
+    """The wrapped stream: the APDUs of the whole PDUs, oldest first.
+
+    ``feed`` returns the APDUs that came before a bad header too, and sets
+    ``error``: the caller delivers them, then drops the connection. Once ``error``
+    is set every later ``feed`` returns nothing. Holds at most one PDU's octets.
+    """
 
     def __init__(self) -> None:
-        self._unwrapper = wrapper.Unwrapper()
+        self._buf = b""
+        self.error: FramingError | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Raises ``FramingError`` on a bad header (and on every call after it)."""
-        return [pdu.apdu for pdu in self._unwrapper.feed(data)]
+        if self.error is not None:
+            return []
+        buf = self._buf + data if self._buf else bytes(data)
+        out: list[bytes] = []
+        pos = 0
+        while len(buf) - pos >= wrapper.HEADER_SIZE:
+            try:
+                length = wrapper.check_header(buf[pos : pos + wrapper.HEADER_SIZE])
+            except FramingError as exc:
+                self.error = exc
+                break
+            end = pos + wrapper.HEADER_SIZE + length
+            if end > len(buf):
+                break
+            out.append(buf[pos + wrapper.HEADER_SIZE : end])
+            pos = end
+        self._buf = b"" if self.error is not None else buf[pos:]
+        return out
 
     @property
     def pending(self) -> int:
         """Octets held for a PDU not complete yet."""
-        return self._unwrapper.pending
+        return len(self._buf)
 
 
 Decoder = RawDecoder | WrapperDecoder

@@ -66,13 +66,17 @@ def test_wrapper_decoder_gives_each_apdu_whatever_the_reads(apdus, data):
         (b"HTTP/1.1", BadWrapperVersion),
     ],
 )
-def test_wrapper_decoder_bad_header_raises_and_stays_broken(header, error):
-    d = HesFraming("wrapper").decoder()
-    assert d.feed(HesFraming("wrapper").encode(b"\xc0\x01")) == [b"\xc0\x01"]
-    with pytest.raises(error):
-        d.feed(header + b"12345")
-    with pytest.raises(error):
-        d.feed(HesFraming("wrapper").encode(b"\xc0"))
+def test_wrapper_decoder_bad_header_gives_what_came_before_then_stops(header, error):
+    f = HesFraming("wrapper")
+    d = f.decoder()
+    assert d.feed(f.encode(b"\xc0\x01")[:5]) == [] and d.pending == 5
+    assert d.feed(f.encode(b"\xc0\x01")[5:] + f.encode(b"\x0f") + header + b"12345") == [
+        b"\xc0\x01",
+        b"\x0f",
+    ]
+    assert isinstance(d.error, error) and d.pending == 0
+    assert d.feed(f.encode(b"\xc0")) == [] and isinstance(d.error, error)
+    assert f"{d.error}"
 
 
 def test_apdu_kinds_from_the_first_octet():
