@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from common import bus, rfc1662
-from common.dlms import wrapper
 from common.config import ConfigError, validate
+from common.dlms import wrapper
 from services.client import DIRECT_MAX_BYTES, SNDBUF_BYTES, AckMeter, Target
 from tests.conftest import Probe, Stack, base_config, wait_for
 from tests.hes_util import FakeHES, Relay, Stalled, free_port, peek_all
