@@ -99,14 +99,6 @@ TAG_STRUCTURE = 0x02
 PARTIAL_IDLE_S = 1.0
 
 
-def obis_text(obis: bytes) -> str:
-    return ".".join(str(b) for b in obis)
-
-
-#: Size of the data-notification ``data_notification`` builds.
-DATA_NOTIFICATION_LEN = 21
-
-
 def data_notification(counter: int, energy_wh: int) -> bytes:
     """DLMS data-notification carrying the energy register; ``counter`` is the
     long-invoke-id, so order can be checked: ``0F <id, 4> 00 (no date-time) 02 02
