@@ -392,8 +392,51 @@ def validate(data, custom_formats={}, name_prefix=None):
                             if isinstance(data__TCPSERVER__spool__maxages, (int, float, Decimal)) and not isinstance(data__TCPSERVER__spool__maxages, bool):
                                 if data__TCPSERVER__spool__maxages < 1:
                                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.spool.max_age_s must be bigger than or equal to 1")
+                        if "policy" in data__TCPSERVER__spool_keys:
+                            data__TCPSERVER__spool_keys.remove("policy")
+                            data__TCPSERVER__spool__policy = data__TCPSERVER__spool["policy"]
+                            if not (isinstance(data__TCPSERVER__spool__policy, str) and data__TCPSERVER__spool__policy == 'all' or isinstance(data__TCPSERVER__spool__policy, str) and data__TCPSERVER__spool__policy == 'pushes'):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.spool.policy must be one of ['all', 'pushes']")
                         if data__TCPSERVER__spool_keys:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.spool must not contain "+str(data__TCPSERVER__spool_keys)+" properties")
+                if "framing" in data__TCPSERVER_keys:
+                    data__TCPSERVER_keys.remove("framing")
+                    data__TCPSERVER__framing = data__TCPSERVER["framing"]
+                    if not (isinstance(data__TCPSERVER__framing, str) and data__TCPSERVER__framing == 'raw' or isinstance(data__TCPSERVER__framing, str) and data__TCPSERVER__framing == 'wrapper'):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.framing must be one of ['raw', 'wrapper']")
+                if "wrapper" in data__TCPSERVER_keys:
+                    data__TCPSERVER_keys.remove("wrapper")
+                    data__TCPSERVER__wrapper = data__TCPSERVER["wrapper"]
+                    if not isinstance(data__TCPSERVER__wrapper, (dict)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper must be object")
+                    data__TCPSERVER__wrapper_is_dict = isinstance(data__TCPSERVER__wrapper, dict)
+                    if data__TCPSERVER__wrapper_is_dict:
+                        data__TCPSERVER__wrapper__missing_keys = set([]) - data__TCPSERVER__wrapper.keys()
+                        if data__TCPSERVER__wrapper__missing_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper must contain ")
+                        data__TCPSERVER__wrapper_keys = set(data__TCPSERVER__wrapper.keys())
+                        if "source_wport" in data__TCPSERVER__wrapper_keys:
+                            data__TCPSERVER__wrapper_keys.remove("source_wport")
+                            data__TCPSERVER__wrapper__sourcewport = data__TCPSERVER__wrapper["source_wport"]
+                            if not isinstance(data__TCPSERVER__wrapper__sourcewport, (int)) and not (isinstance(data__TCPSERVER__wrapper__sourcewport, float) and data__TCPSERVER__wrapper__sourcewport.is_integer()) or isinstance(data__TCPSERVER__wrapper__sourcewport, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper.source_wport must be integer")
+                            if isinstance(data__TCPSERVER__wrapper__sourcewport, (int, float, Decimal)) and not isinstance(data__TCPSERVER__wrapper__sourcewport, bool):
+                                if data__TCPSERVER__wrapper__sourcewport < 0:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper.source_wport must be bigger than or equal to 0")
+                                if data__TCPSERVER__wrapper__sourcewport > 65535:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper.source_wport must be smaller than or equal to 65535")
+                        if "destination_wport" in data__TCPSERVER__wrapper_keys:
+                            data__TCPSERVER__wrapper_keys.remove("destination_wport")
+                            data__TCPSERVER__wrapper__destinationwport = data__TCPSERVER__wrapper["destination_wport"]
+                            if not isinstance(data__TCPSERVER__wrapper__destinationwport, (int)) and not (isinstance(data__TCPSERVER__wrapper__destinationwport, float) and data__TCPSERVER__wrapper__destinationwport.is_integer()) or isinstance(data__TCPSERVER__wrapper__destinationwport, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper.destination_wport must be integer")
+                            if isinstance(data__TCPSERVER__wrapper__destinationwport, (int, float, Decimal)) and not isinstance(data__TCPSERVER__wrapper__destinationwport, bool):
+                                if data__TCPSERVER__wrapper__destinationwport < 0:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper.destination_wport must be bigger than or equal to 0")
+                                if data__TCPSERVER__wrapper__destinationwport > 65535:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper.destination_wport must be smaller than or equal to 65535")
+                        if data__TCPSERVER__wrapper_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER.wrapper must not contain "+str(data__TCPSERVER__wrapper_keys)+" properties")
                 if data__TCPSERVER_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".TCP_SERVER must not contain "+str(data__TCPSERVER_keys)+" properties")
         if "DEVICE" in data_keys:

@@ -157,6 +157,21 @@ SCHEMA: dict[str, Any] = _obj(
                     {
                         "max_bytes": _int(16 * 1024 * 1024, 1024),
                         "max_age_s": _num(7 * 24 * 3600, 1),
+                        # "pushes": responses held while the HES was away are
+                        # dropped (counted) when the link returns; the rest goes.
+                        "policy": {"enum": ["all", "pushes"], "default": "all"},
+                    }
+                ),
+                # What separates the APDUs on the TCP stream: nothing ("raw", as
+                # the reference does) or the IEC 62056-47 wrapper header.
+                "framing": {"enum": ["raw", "wrapper"], "default": "raw"},
+                # wPorts of the uplink wrapper headers: source is the meter's
+                # logical device (1: management), destination the HES's client
+                # (16: public client).
+                "wrapper": _obj(
+                    {
+                        "source_wport": _int(1, 0, 0xFFFF),
+                        "destination_wport": _int(16, 0, 0xFFFF),
                     }
                 ),
             },

@@ -347,6 +347,55 @@ class Spool:
                 self._bytes -= size
         return n
 
+    def discard(
+        self, pick: Callable[[int, int], bool], confirm: Callable[[bytes], bool] | None = None
+    ) -> tuple[int, int]:
+        """Delete the entries a policy rejects, wherever they are; the rest keep
+        their order. Returns ``(entries, bytes)`` removed, for the caller to count.
+
+        ``pick(first_octet, size)`` is asked about every entry from its row alone
+        (the payload is not read); ``confirm(data)``, if given, is then asked about
+        each picked entry with its whole payload. One transaction, not fsynced: a
+        lost delete only means an entry is delivered after all. Invalidates drain
+        cursors, as ``push_front`` does.
+        """
+        if not self._count:
+            return 0, 0
+        doomed: list[tuple[int, int]] = []
+        after: int | None = None  # ids below 1 exist after push_front
+        try:
+            while True:
+                rows = self._db.execute(
+                    "SELECT id, size, substr(data, 1, 1) FROM spool "
+                    + ("" if after is None else "WHERE id > ? ")
+                    + "ORDER BY id LIMIT ?",
+                    (_SCAN_STEP,) if after is None else (after, _SCAN_STEP),
+                ).fetchall()
+                if not rows:
+                    break
+                for id_, size, head in rows:
+                    first = bytes(head)[0] if head else -1
+                    if pick(first, int(size)):
+                        doomed.append((int(id_), int(size)))
+                after = int(rows[-1][0])
+            if confirm is not None:
+                kept = []
+                for id_, size in doomed:
+                    row = self._db.execute("SELECT data FROM spool WHERE id = ?", (id_,)).fetchone()
+                    if row is not None and confirm(bytes(row[0])):
+                        kept.append((id_, size))
+                doomed = kept
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.path}: {exc}") from None
+        if not doomed:
+            return 0, 0
+        freed = sum(size for _, size in doomed)
+        with self._transaction("NORMAL"):
+            self._db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i, _ in doomed])
+            self._count -= len(doomed)
+            self._bytes -= freed
+        return len(doomed), freed
+
     # -- internals ---------------------------------------------------------------------
 
     def _apply_bounds(self, now: float, dropped: Dropped) -> None:

@@ -14,6 +14,16 @@ spool's bounds drop is counted and logged.
 Downlink: every chunk read from the HES is wrapped in 0x2100/0xBF frames of at
 most ``UART.max_info`` info bytes and written to the meter (``uart.write``).
 
+Framing (``TCP_SERVER.framing``, ``services.hesframing``): ``raw`` writes payloads
+as they are and makes each read a downlink chunk; ``wrapper`` (IEC 62056-47)
+puts the wrapper header before each payload as it is written to the socket
+(the spool keeps payloads bare) and makes each APDU of the HES's stream a
+downlink chunk, whatever TCP splits or merges; a bad header drops the
+connection (``hes.framing_errors``). Spool policy (``TCP_SERVER.spool.policy``)
+``pushes``: when the link comes up, the responses held in the spool (they
+answer requests of a connection that is gone) are dropped
+(``spool.dropped_policy``); pushes and anything else go out in order.
+
 Theory of operation. Socket I/O runs in one connection thread, not in the
 service loop: name resolution, a connect bounded by ``TCP_SERVER.timeout``
 and a TLS handshake are blocking steps by nature, and a slow HES needs writes
@@ -88,8 +98,10 @@ ended, so sent again: the HES may have them twice),
 (everything, registration and heartbeats included), ``hes.registrations``,
 ``hes.heartbeats``, ``link.connects``/``reconnects``/``connect_failed``/
 ``downs``/``errors``, ``spool.appended``/``requeued``, and the losses:
-``spool.dropped_size``, ``spool.dropped_age`` (payloads; bytes in
-``spool.evicted_bytes``), ``spool.errors``, ``downlink.dropped``, ``send.bad``.
+``spool.dropped_size``, ``spool.dropped_age``, ``spool.dropped_policy`` (payloads;
+bytes in ``spool.evicted_bytes``), ``spool.errors``, ``downlink.dropped``,
+``send.bad``, ``send.too_long`` (longer than the wrapper carries),
+``hes.framing_errors``.
 """
 
 from __future__ import annotations
@@ -119,9 +131,11 @@ import zmq
 from common import bus, delivery, metrics, rfc1662
 from common.config import ConfigError
 from common.dlms.count import count_apdu
+from common.dlms.kinds import RESPONSE_TAGS, is_whole_response
 from common.marks import MarkFile
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
+from services.hesframing import Decoder, FramingError, HesFraming
 
 log = logging.getLogger("meterlink.client")
 
@@ -250,6 +264,7 @@ class Target:
     registration: bytes
     heartbeat: bytes
     heartbeat_interval: float
+    framing: HesFraming = HesFraming()  # registration and heartbeat are framed too
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Target:
@@ -268,6 +283,13 @@ class Target:
                 f"config key TCP_SERVER.reconnect_max_s: {tcp['reconnect_max_s']} "
                 f"is below reconnect_min_s {tcp['reconnect_min_s']}"
             )
+        framing = HesFraming.from_config(tcp)
+        for key, packet in (("registration", registration), ("heartbeat", heartbeat)):
+            if packet and not framing.fits(packet):
+                raise ConfigError(
+                    f"config key TCP_SERVER.{key}.payload: {len(packet)} bytes do not fit "
+                    f"one {framing.kind} PDU (at most {framing.max_payload})"
+                )
         rmin = max(RECONNECT_FLOOR_S, float(tcp["reconnect_min_s"]))
         return cls(
             host=tcp["host"],
@@ -284,6 +306,7 @@ class Target:
             registration=registration,
             heartbeat=heartbeat if hb["interval_s"] > 0 else b"",
             heartbeat_interval=float(hb["interval_s"]),
+            framing=framing,
         )
 
     def backoff(self, attempt: int, outage_s: float = 0.0) -> float:
@@ -319,6 +342,7 @@ class LinkStats:
     errors: int = 0
     unacked_resent: int = 0  # payloads written, not acknowledged when their link ended
     downlink_stalls: int = 0  # downlink chunks the loop's inbox refused (held, not lost)
+    framing_errors: int = 0  # connections dropped for a bad wrapper header
 
 
 def send_queue(sock: socket.socket) -> int:
@@ -475,7 +499,7 @@ class Connection(threading.Thread):
         # meter (the loop subtracts what the uart acknowledged). The thread
         # stops reading at DOWNLINK_WINDOW_BYTES, so TCP pushes back on the HES.
         self._dl_unacked = 0
-        self._stash: collections.deque[bytes] = collections.deque()
+        self._stash: collections.deque[list[bytes]] = collections.deque()
 
     # -- called from the service loop --------------------------------------------
 
@@ -512,7 +536,7 @@ class Connection(threading.Thread):
     def _hand_over_stash(self) -> None:
         """Downlink data the loop's inbox refused, handed over in order."""
         while self._stash:
-            if not self._inbox.post([_DATA, self._stash[0]]):
+            if not self._inbox.post([_DATA, *self._stash[0]]):
                 return
             self._stash.popleft()
 
@@ -769,19 +793,21 @@ class Connection(threading.Thread):
         pending: collections.deque[tuple[bytes, bool]] = collections.deque()  # (data, counted)
         offset = 0  # bytes of pending[0] already written
         retry: bytes | None = None  # TLS: a write must be retried with the same bytes
+        framing = t.framing
+        decoder = framing.decoder()  # one per connection
         if t.registration:
-            pending.append((t.registration, False))
+            pending.append((framing.encode(t.registration), False))
             self.stats.registrations += 1
         hb_due = time.monotonic() + t.heartbeat_interval if t.heartbeat else float("inf")
         while not self._stopping.is_set():
             with self._lock:
                 if self._queue:
-                    pending.extend((p, True) for p in self._queue)
+                    pending.extend((framing.encode(p), True) for p in self._queue)
                     self._queue.clear()
             self._hand_over_stash()
             now = time.monotonic()
             if now >= hb_due:
-                pending.append((t.heartbeat, False))
+                pending.append((framing.encode(t.heartbeat), False))
                 self.stats.heartbeats += 1
                 hb_due = max(hb_due + t.heartbeat_interval, now)
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
@@ -801,7 +827,7 @@ class Connection(threading.Thread):
             else:
                 r, w = ([sock] if self._reading() else []), []
             if sock in r:
-                self._read(sock, is_tls)
+                self._read(sock, is_tls, decoder)
             wrote = False
             if sock in w and pending:
                 offset, retry = self._write(sock, pending, offset, retry, flight)
@@ -842,7 +868,7 @@ class Connection(threading.Thread):
             if not self._poll_acks(flight):
                 time.sleep(ACK_POLL_MIN_S)
 
-    def _read(self, sock: socket.socket, is_tls: bool) -> None:
+    def _read(self, sock: socket.socket, is_tls: bool, decoder: Decoder) -> None:
         while True:
             try:
                 data = sock.recv(RECV_SIZE)
@@ -855,17 +881,33 @@ class Connection(threading.Thread):
             if not data:
                 raise LinkClosed("closed by the HES")
             self.stats.tcp_bytes_down += len(data)
+            chunks = decoder.feed(data)
+            size = sum(map(len, chunks))
             with self._lock:
-                self._dl_unacked += len(data)
-            if self._stash or not self._inbox.post([_DATA, data]):
-                # The loop is that far behind: keep it here (the HES's TCP has
-                # acknowledged it) and read no more until it is handed over.
-                self._stash.append(data)
+                self._dl_unacked += size
+            if chunks and (self._stash or not self._inbox.post([_DATA, *chunks])):
+                # The loop is that far behind: keep them here (the HES's TCP has
+                # acknowledged them) and read no more until they are handed over.
+                self._stash.append(chunks)
                 self.stats.downlink_stalls += 1
+            if decoder.error is not None:
+                self._bad_framing(decoder.error)
             if not self._reading():
                 return
             if not (is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 return
+
+    def _bad_framing(self, error: FramingError) -> None:
+        """A bad wrapper header: the stream cannot be followed, drop the connection."""
+        self.stats.framing_errors += 1
+        log.warning(
+            "hes protocol error reason=bad_header framing=%s error=%s host=%s port=%d",
+            self.t.framing,
+            error,
+            self.t.host,
+            self.t.port,
+        )
+        raise LinkClosed(f"protocol error: {error}")
 
     def _write(
         self,
@@ -936,6 +978,7 @@ class Client(Service):
         super().__init__(bus.CLIENT, config, ctx=ctx)
         self.target = target
         self.spool = spool
+        self.spool_policy: str = spool_cfg["policy"]
         self.tls = target.tls is not None
         self.max_info = int(uart["max_info"])
         self.profile = uart["profile"]
@@ -1013,6 +1056,23 @@ class Client(Service):
             self.spool.nbytes,
         )
         self._expire()
+        top = self.target.framing.max_payload
+        if top is not None and self.spool.count:
+            # Spooled under another framing: a payload the wrapper cannot carry
+            # would hold the link up for ever.
+            try:
+                n, _ = self.spool.discard(lambda _first, size: size > top)
+            except SpoolError as exc:
+                n = 0
+                self.count_drop("spool.errors", "spool check failed error=%s", exc)
+            if n:
+                self.count_drop(
+                    "send.too_long",
+                    "spooled payloads dropped reason=too_long framing=%s n=%d",
+                    self.target.framing,
+                    n,
+                    n=n,
+                )
         self.publish_status()
         self.conn.start()
 
@@ -1092,11 +1152,27 @@ class Client(Service):
                     len(payloads),
                     n=len(payloads),
                 )
+        payloads = self._framable(payloads, env.src)
         if payloads:
             self._take(payloads, ref)
         if ref is not None:
             self._units.append((ref.src, ref.inst, ref.n, self._accepted, ref.t))
             self._advance()
+
+    def _framable(self, payloads: list[bytes], src: str) -> list[bytes]:
+        """The payloads the HES framing can carry; the others are dropped (counted)."""
+        fits = [p for p in payloads if self.target.framing.fits(p)]
+        if len(fits) < len(payloads):
+            n = len(payloads) - len(fits)
+            self.count_drop(
+                "send.too_long",
+                "uplink payload dropped reason=too_long framing=%s src=%s n=%d",
+                self.target.framing,
+                src,
+                n,
+                n=n,
+            )
+        return fits
 
     def _take(self, payloads: list[bytes], ref: bus.Ref | None = None) -> None:
         """Payloads taken in, in order: to the connection, or gathered for the spool."""
@@ -1331,8 +1407,9 @@ class Client(Service):
     # -- the connection's news ------------------------------------------------------------
 
     def _on_thread(self, parts: list[bytes]) -> None:
-        if parts[0] == _DATA and len(parts) == 2:
-            self._downlink(parts[1])
+        if parts[0] == _DATA and len(parts) >= 2:
+            for chunk in parts[1:]:  # with the wrapper, one APDU each
+                self._downlink(chunk)
         else:
             self._sync()
 
@@ -1397,6 +1474,8 @@ class Client(Service):
         self._up = True
         self._gen = gen
         self._since = time.time()
+        if self.spool_policy == "pushes":
+            self._drop_stale_responses()
         if self.spool.count:
             # Logged for the backlog of an outage; overflow while the link is
             # up (a slow HES) only shows in the spool.appended counter.
@@ -1413,6 +1492,29 @@ class Client(Service):
         self.publish(bus.T_LINK_UP, self._link_info())
         self.publish_status()
         self._repeat_status = True
+
+    def _drop_stale_responses(self) -> None:
+        """Spool policy ``pushes``: everything held now was taken in before this
+        connection, so the responses among it answer requests of a connection
+        that is gone; they are dropped (counted). Pushes, and whatever is not one
+        whole response APDU, stay in order."""
+        self._flush_gathered(pump=False)
+        try:
+            n, nbytes = self.spool.discard(
+                lambda first, _size: first in RESPONSE_TAGS, is_whole_response
+            )
+        except SpoolError as exc:
+            self.count_drop("spool.errors", "spool policy failed error=%s", exc)
+            return
+        if n:
+            self.counters["spool.evicted_bytes"] += nbytes
+            self.count_drop(
+                "spool.dropped_policy",
+                "spool dropped reason=policy policy=pushes n=%d bytes=%d",
+                n,
+                nbytes,
+                n=n,
+            )
 
     def _link_down(self) -> None:
         self._up = False
@@ -1545,6 +1647,7 @@ class Client(Service):
         self.counters["tcp.bytes_down"] = s.tcp_bytes_down
         self.counters["uplink.unacked_resent"] = s.unacked_resent
         self.counters["downlink.inbox_stalls"] = s.downlink_stalls
+        self.counters["hes.framing_errors"] = s.framing_errors
 
     def _link_info(self) -> dict[str, Any]:
         return {"host": self.target.host, "port": self.target.port, "tls": self.tls}
@@ -1585,16 +1688,20 @@ class Client(Service):
             return
         # Same HES, new packets: the connection takes them from its next connect
         # (registration) or heartbeat period; the link itself is not touched.
-        target = dataclasses.replace(target, host=self.target.host, port=self.target.port)
+        target = dataclasses.replace(
+            target, host=self.target.host, port=self.target.port, framing=self.target.framing
+        )
         self.target = target
         self.conn.t = target
         spool_cfg = new["TCP_SERVER"]["spool"]
         self.spool.max_bytes = int(spool_cfg["max_bytes"])
         self.spool.max_age_s = float(spool_cfg["max_age_s"])
+        self.spool_policy = spool_cfg["policy"]
         log.info(
-            "client config applied spool_max_bytes=%d spool_max_age_s=%g",
+            "client config applied spool_max_bytes=%d spool_max_age_s=%g spool_policy=%s",
             self.spool.max_bytes,
             self.spool.max_age_s,
+            self.spool_policy,
         )
 
 

@@ -1,4 +1,5 @@
-"""HES simulator: a head-end system as a TCP server, so meterlink runs without one.
+"""HES simulator: a head-end system as a TCP server that speaks DLMS/COSEM, so meterlink
+runs without one.
 
 Run it as ``python -m services.hes_sim``. It does not connect to the bus. It listens on
 ``TCP_SERVER.host``/``port`` from the config (``--host``/``--port`` override; with
@@ -6,13 +7,20 @@ Run it as ``python -m services.hes_sim``. It does not connect to the bus. It lis
 it starts listening. One selector loop serves the listener and every connection.
 
 * It accepts the gateway (one or more connections, named ``gw#1``, ``gw#2`` ...) and
-  prints every payload that arrives on one line: a running count, the length, a reading
-  of the DLMS APDUs the meter simulator sends, the hex and the printable text, e.g.
-  ``hes <- gw#1 n=12 len=21 data-notification id=12 data=0f... text='....'``.
-* Every ``--request-interval`` seconds (0: never) it sends each connected gateway a DLMS
-  GET-Request-Normal for the energy register, ``C0 01 <invoke-id> 00 03 01 00 01 08 00 FF
-  02 00``; the invoke id is the low four bits of the request counter ``req=N`` printed
-  with it. The meter simulator answers it with a GET-Response-Normal.
+  reads APDUs from it: with ``--framing wrapper`` (default: the config's
+  ``TCP_SERVER.framing``) each in an IEC 62056-47 wrapper PDU, else back to back in the
+  raw stream. Each is printed with ``common.dlms.describe``, e.g.
+  ``hes <- gw#1 n=12 len=21 data-notification id=0x0000000C structure(2) [...]``;
+  bytes that are not an APDU are printed as hex and text.
+* A second after a gateway connects, then every ``--request-interval`` seconds (0:
+  never), it runs a DLMS session with it, as a client: AARQ (no security, logical-name
+  referencing, proposing ``--max-pdu``), reads of the clock (0.0.1.0.0.255 attribute 2),
+  the active energy register (1.0.1.8.0.255 attributes 2 and 3) and the load profile
+  (1.0.99.1.0.255 attribute 2, larger than ``--max-pdu``, so it comes in blocks:
+  get-response with-datablock, each asked for with get-request next), then RLRQ. Every
+  request and answer is printed; the end is ``hes gw#1 dlms session complete reads=4
+  blocks=B profile_entries=96``, or ``hes gw#1 dlms session failed step=S reason=R``
+  (no answer within ``--step-timeout``, a refusal, an error).
 * ``--echo`` sends back whatever arrives, on the same connection.
 
 Dropping the link, to show the gateway reconnecting and spooling:
@@ -39,18 +47,33 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.meter_sim import (
-    APDU_DATA_NOTIFICATION,
-    DATA_NOTIFICATION_LEN,
-    Printer,
-    describe_apdu,
+from common.dlms import Apdu, Blob, Data, DlmsError, decode, decode_data, describe
+from common.dlms import wrapper as wrapping
+from services.meter_sim import Printer, hexs, read_config
+from services.sim_dlms import (
+    CLASS_CLOCK,
+    CLASS_PROFILE,
+    CLASS_REGISTER,
+    OBIS_CLOCK,
+    OBIS_ENERGY,
+    OBIS_PROFILE,
+    ApduStream,
+    Piece,
+    aarq,
+    get_next,
     get_request,
-    hexs,
-    read_config,
+    rlrq,
 )
 
 DEFAULT_REQUEST_INTERVAL_S = 5.0
 DEFAULT_DOWN_FOR_S = 3.0
+DEFAULT_STEP_TIMEOUT_S = 5.0
+#: What the HES proposes it can receive: small, so the load profile needs blocks.
+DEFAULT_MAX_PDU = 512
+#: The first session starts this long after a gateway connects.
+FIRST_SESSION_S = 1.0
+#: A raw stream holding part of an APDU this long gives it up (printed as such).
+PARTIAL_IDLE_S = 1.0
 #: Longest the loop sleeps: bounds how late timers run.
 MAX_POLL_S = 0.5
 #: Retry a listen that failed (port still taken) after this long.
@@ -60,21 +83,33 @@ TX_BUFFER_MAX = 1024 * 1024
 RECV_SIZE = 65536
 BACKLOG = 8
 
+#: What a session reads, in order: (name, class, OBIS, attribute).
+READS = (
+    ("clock", CLASS_CLOCK, OBIS_CLOCK, 2),
+    ("energy", CLASS_REGISTER, OBIS_ENERGY, 2),
+    ("energy-scaler-unit", CLASS_REGISTER, OBIS_ENERGY, 3),
+    ("load-profile", CLASS_PROFILE, OBIS_PROFILE, 2),
+)
+
 
 def printable(data: bytes, limit: int = 96) -> str:
     text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data[:limit])
     return text + (f"..(+{len(data) - limit})" if len(data) > limit else "")
 
 
-def describe(data: bytes) -> str:
-    """Read what arrived: TCP may bring several of the meter's notifications at once."""
-    n = DATA_NOTIFICATION_LEN
-    if len(data) > n and len(data) % n == 0:
-        chunks = [data[i : i + n] for i in range(0, len(data), n)]
-        if all(c[0] == APDU_DATA_NOTIFICATION for c in chunks):
-            ids = ",".join(str(int.from_bytes(c[1:5], "big")) for c in chunks)
-            return f"data-notification id={ids}"
-    return describe_apdu(data)
+@dataclass
+class Session:
+    """One DLMS association in progress: the step it waits in and what it gathered."""
+
+    started: float
+    deadline: float
+    step: str = "aare"  # aare, read, rlre
+    read: int = 0  # index in READS
+    iid: int = 0
+    reads: int = 0
+    blocks: int = 0
+    raw: bytearray = field(default_factory=bytearray)
+    entries: int = 0
 
 
 @dataclass
@@ -86,13 +121,25 @@ class Conn:
     rx_bytes: int = 0
     rx_payloads: int = 0
     tx_bytes: int = 0
+    stream: ApduStream = field(default_factory=ApduStream)
+    unwrapper: wrapping.Unwrapper = field(default_factory=wrapping.Unwrapper)
+    last_rx: float = 0.0
+    session: Session | None = None
+    next_session: float = 0.0
 
 
 class HesSim:
     """Listener, connections, request timer and link drops in one selector loop."""
 
-    def __init__(self, args: argparse.Namespace, host: str, port: int) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        host: str,
+        port: int,
+        wports: tuple[int, int] = (16, 1),
+    ) -> None:
         self.args = args
+        self.wports = wports  # (source, destination) of what the HES sends: client, server
         self.say = Printer(args.timestamps)
         self.host = host
         self.port = port  # after the first bind: the port actually used
@@ -101,7 +148,7 @@ class HesSim:
         self.conns: dict[int, Conn] = {}
         self.counters: Counter[str] = Counter()
         self.n_conn = 0
-        self.n_req = 0
+        self.n_iid = 0
         self.payloads = 0
         self.down_until = 0.0
         self.up_since = 0.0
@@ -156,7 +203,7 @@ class HesSim:
         self.listen_error = ""
         self.up_since = time.monotonic()
         self.sel.register(sock, selectors.EVENT_READ, "listen")
-        self.say(f"hes listening host={self.host} port={self.port}")
+        self.say(f"hes listening host={self.host} port={self.port} framing={self.args.framing}")
 
     def _listen_failed(self, exc: OSError) -> None:
         err = exc.strerror or str(exc)
@@ -186,7 +233,6 @@ class HesSim:
 
     def run(self) -> int:
         a = self.args
-        next_request = time.monotonic() + a.request_interval
         while not self.stop_reason:
             now = time.monotonic()
             if self.drop_now:
@@ -200,12 +246,9 @@ class HesSim:
                     self.down_until = 0.0
                     self.say("hes back up")
                 self.listen()
-            if a.request_interval > 0 and now >= next_request:
-                self.send_requests()
-                next_request = max(next_request + a.request_interval, now)
             deadlines = [now + MAX_POLL_S]
-            if a.request_interval > 0:
-                deadlines.append(next_request)
+            for conn in list(self.conns.values()):
+                deadlines.append(self.sessions(conn, now))
             if self.listener is None:
                 deadlines.append(max(self.down_until, self.next_listen))
             elif a.drop_every > 0:
@@ -261,6 +304,7 @@ class HesSim:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.n_conn += 1
             conn = Conn(sock, f"gw#{self.n_conn}", f"{addr[0]}:{addr[1]}")
+            conn.next_session = time.monotonic() + FIRST_SESSION_S
             self.conns[sock.fileno()] = conn
             self.sel.register(sock, selectors.EVENT_READ, conn)
             self.counters["connections"] += 1
@@ -295,32 +339,166 @@ class HesSim:
         if not data:
             self.drop(conn, "peer_closed")
             return
-        self.payloads += 1
-        conn.rx_payloads += 1
         conn.rx_bytes += len(data)
-        self.counters["rx_payloads"] += 1
+        conn.last_rx = time.monotonic()
         self.counters["rx_bytes"] += len(data)
-        what = describe(data)
-        self.say(
-            f"hes <- {conn.name} n={self.payloads} len={len(data)} "
-            f"{what + ' ' if what else ''}data={hexs(data)} text='{printable(data)}'"
-        )
         if self.args.echo:
             self.queue(conn, data, f"hes -> {conn.name} echo len={len(data)}")
+        if self.args.framing == "wrapper":
+            try:
+                pieces = [Piece(p.apdu) for p in conn.unwrapper.feed(data)]
+            except wrapping.WrapperError as exc:
+                self.counters["framing_errors"] += 1
+                self.say(f"hes {conn.name} protocol error err={exc}")
+                self.drop(conn, "bad_wrapper_header")
+                return
+        else:
+            pieces = conn.stream.feed(data)
+        for piece in pieces:
+            self.take(conn, piece)
 
-    def send_requests(self) -> None:
-        if not self.conns:
-            return
-        self.n_req += 1
-        data = get_request(self.n_req)
-        for conn in list(self.conns.values()):
-            self.counters["requests"] += 1
-            self.queue(
-                conn,
-                data,
-                f"hes -> {conn.name} req={self.n_req} len={len(data)} {describe_apdu(data)} "
-                f"data={data.hex()}",
+    def take(self, conn: Conn, piece: Piece) -> None:
+        """One APDU (or bytes that are not one) from the gateway."""
+        self.payloads += 1
+        conn.rx_payloads += 1
+        self.counters["rx_payloads"] += 1
+        head = f"hes <- {conn.name} n={self.payloads} len={len(piece.data)}"
+        apdu = piece.apdu
+        if apdu is None and not piece.error:  # a wrapper PDU's APDU
+            try:
+                apdu = decode(piece.data)
+            except DlmsError as exc:
+                piece = Piece(piece.data, None, type(exc).__name__)
+        if apdu is None:
+            self.counters["rx_not_dlms"] += 1
+            self.say(
+                f"{head} not DLMS ({piece.error}) data={hexs(piece.data)} "
+                f"text='{printable(piece.data)}'"
             )
+            return
+        self.say(f"{head} {describe(apdu)}")
+        if apdu.name in ("data-notification", "event-notification-request"):
+            self.counters["notifications"] += 1
+            return
+        self.answer(conn, apdu)
+
+    # --- the DLMS session ---------------------------------------------------------------
+
+    def sessions(self, conn: Conn, now: float) -> float:
+        """Start, or time out, the session with ``conn``; when to look again."""
+        a = self.args
+        if conn.stream.pending and now - conn.last_rx >= PARTIAL_IDLE_S:
+            for piece in conn.stream.flush():
+                self.take(conn, piece)
+        s = conn.session
+        if s is not None:
+            if now >= s.deadline:
+                self.end(conn, f"failed step={s.step} reason=timeout after={a.step_timeout}s")
+                return now + MAX_POLL_S
+            return s.deadline
+        if a.request_interval <= 0:
+            return now + MAX_POLL_S
+        if now >= conn.next_session:
+            conn.session = Session(started=now, deadline=now + a.step_timeout)
+            self.counters["sessions"] += 1
+            self.request(conn, aarq(a.max_pdu))
+            return conn.session.deadline
+        return conn.next_session
+
+    def request(self, conn: Conn, data: bytes) -> None:
+        if conn.session is not None:
+            conn.session.deadline = time.monotonic() + self.args.step_timeout
+        self.counters["requests"] += 1
+        line = f"hes -> {conn.name} len={len(data)} {describe(decode(data))}"
+        if self.args.framing == "wrapper":
+            data = wrapping.wrap(data, *self.wports)
+        self.queue(conn, data, line)
+
+    def next_read(self, conn: Conn, s: Session) -> None:
+        if s.read >= len(READS):
+            s.step = "rlre"
+            self.request(conn, rlrq())
+            return
+        _, class_id, obis, attr = READS[s.read]
+        self.n_iid = self.n_iid % 15 + 1
+        s.iid = self.n_iid
+        s.step = "read"
+        s.raw = bytearray()
+        self.request(conn, get_request(s.iid, class_id, obis, attr))
+
+    def answer(self, conn: Conn, apdu: Apdu) -> None:
+        """What the gateway answered, in the session's current step."""
+        s = conn.session
+        if s is None:
+            self.counters["unexpected"] += 1
+            self.say(f"hes {conn.name} unexpected {apdu.name} (no session)")
+            return
+        if s.step == "aare":
+            if apdu.name == "aare" and apdu.result == 0:
+                self.next_read(conn, s)
+            else:
+                self.end(conn, f"failed step=aare reason={apdu.name}")
+            return
+        if s.step == "rlre":
+            if apdu.name == "rlre":
+                ms = int((time.monotonic() - s.started) * 1000)
+                self.end(
+                    conn,
+                    f"complete reads={s.reads} blocks={s.blocks} "
+                    f"profile_entries={s.entries} ms={ms}",
+                )
+            else:
+                self.end(conn, f"failed step=rlre reason={apdu.name}")
+            return
+        name = READS[s.read][0]
+        if apdu.name != "get-response" or apdu.invoke_id != s.iid:
+            self.end(conn, f"failed step={name} reason={apdu.name} iid={apdu.invoke_id}")
+            return
+        if apdu.variant == "normal":
+            result = apdu.get("result")
+            if not isinstance(result, Data):
+                self.end(conn, f"failed step={name} reason=data-access-result-{result}")
+                return
+            self.got(conn, s, result)
+        elif apdu.variant == "with-datablock":
+            raw = apdu.get("raw-data")
+            if not isinstance(raw, Blob):
+                self.end(conn, f"failed step={name} reason=data-access-result-{raw}")
+                return
+            s.blocks += 1
+            s.raw += raw.data
+            block = int(apdu.get("block-number"))
+            if not apdu.get("last-block"):
+                self.request(conn, get_next(s.iid, block))
+                return
+            try:
+                value, used = decode_data(bytes(s.raw))
+            except DlmsError as exc:
+                self.end(conn, f"failed step={name} reason=blocks-not-data err={exc}")
+                return
+            if used != len(s.raw):
+                self.end(conn, f"failed step={name} reason=blocks-trailing-bytes")
+                return
+            self.got(conn, s, value)
+        else:
+            self.end(conn, f"failed step={name} reason={apdu.variant}")
+
+    def got(self, conn: Conn, s: Session, value: Data) -> None:
+        name = READS[s.read][0]
+        if name == "load-profile" and isinstance(value.value, tuple):
+            s.entries = len(value.value)
+            self.say(
+                f"hes {conn.name} {name} entries={s.entries} octets={len(s.raw)} blocks={s.blocks}"
+            )
+        s.reads += 1
+        s.read += 1
+        self.next_read(conn, s)
+
+    def end(self, conn: Conn, outcome: str) -> None:
+        conn.session = None
+        conn.next_session = time.monotonic() + self.args.request_interval
+        self.counters["sessions_" + outcome.split()[0]] += 1
+        self.say(f"hes {conn.name} dlms session {outcome}")
 
     def queue(self, conn: Conn, data: bytes, line: str) -> None:
         if len(conn.tx) + len(data) > TX_BUFFER_MAX:
@@ -358,7 +536,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m services.hes_sim",
         description=(
             "A simulated head-end system: a TCP server on TCP_SERVER.host:port that prints "
-            "what the gateway sends and sends it periodic DLMS GET requests. "
+            "the DLMS APDUs the gateway sends and runs periodic DLMS sessions with it "
+            "(association, reads with block transfer, release). "
             "To show reconnection and the spool it can drop the link: --drop-every S drops "
             "every connection and refuses new ones for --down-for seconds, every S seconds; "
             "SIGUSR1 (kill -USR1 PID) does the same once, now."
@@ -375,7 +554,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--request-interval",
         type=float,
         default=DEFAULT_REQUEST_INTERVAL_S,
-        help="seconds between requests to each gateway (0: none)",
+        help="seconds between DLMS sessions with each gateway (0: none)",
+    )
+    p.add_argument(
+        "--framing",
+        choices=("raw", "wrapper"),
+        help="APDUs back to back, or in IEC 62056-47 wrapper PDUs "
+        "(default: config TCP_SERVER.framing, else raw)",
+    )
+    p.add_argument(
+        "--max-pdu",
+        type=int,
+        default=DEFAULT_MAX_PDU,
+        help="the max-PDU-size the HES proposes in its AARQ (small: the load profile "
+        "needs block transfer)",
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=DEFAULT_STEP_TIMEOUT_S,
+        help="seconds to wait for each answer in a session",
     )
     p.add_argument(
         "--drop-every",
@@ -394,6 +592,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.port is not None and not 0 <= args.port <= 65535:
         p.error("--port must be in 0..65535")
+    if not 64 <= args.max_pdu <= 0xFFFF:
+        p.error("--max-pdu must be in 64..65535")
+    if args.step_timeout <= 0:
+        p.error("--step-timeout must be > 0")
     for name in ("request_interval", "drop_every", "down_for"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
@@ -403,7 +605,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config: dict[str, Any] | None = None
-    if args.host is None or args.port is None or args.config:
+    if args.host is None or args.port is None or args.framing is None or args.config:
         config = read_config(args.config)
     server = config["TCP_SERVER"] if config else {}
     host = args.host if args.host is not None else server.get("host")
@@ -411,7 +613,13 @@ def main(argv: list[str] | None = None) -> int:
     if host is None or port is None:
         print("hes_sim: give --host and --port, or a config with TCP_SERVER", file=sys.stderr)
         return 2
-    sim = HesSim(args, host, port)
+    if args.framing is None:
+        args.framing = server.get("framing", "raw")
+    w = server.get("wrapper") or {}
+    # The HES is the DLMS client: it sends from the gateway's destination wPort to
+    # its source wPort.
+    wports = (int(w.get("destination_wport", 16)), int(w.get("source_wport", 1)))
+    sim = HesSim(args, host, port, wports)
     try:
         sim.setup()
     except OSError as exc:

@@ -19,17 +19,24 @@ What it does, each on its own timer (an interval of 0 turns that one off):
 
 What it answers:
 
-* a 0x2100 frame from the gateway (data from the HES): with ``--answer dlms`` (default) a
-  GET-Request-Normal ``C0 01 <invoke-id> <class> <OBIS> <attr> <sel>`` gets a
-  GET-Response-Normal ``C4 01 <same invoke-id> 00 <value>`` (energy register, clock) or
-  ``C4 01 <invoke-id> 01 04`` (object undefined); anything else an exception-response
-  ``D8 01 02``. With ``--answer echo`` the data comes back as it is;
+* DLMS APDUs from the HES in 0x2100 frames (put back together when the gateway split
+  one at ``UART.max_info``, or apart when TCP merged several), with ``--answer dlms``
+  (default), from a small object model (``services.sim_dlms.MeterModel``): AARQ gets an
+  AARE (accepted for logical-name referencing without security), RLRQ an RLRE, a
+  get-request normal a get-response for the clock (0.0.1.0.0.255, attribute 2), the
+  active energy register (1.0.1.8.0.255, attributes 2 and 3) and the load profile
+  (1.0.99.1.0.255, attribute 2: 96 entries, sent in blocks of get-response
+  with-datablock, each after a get-request next, when larger than the max-PDU-size the
+  HES proposed or than ``UART.max_info``), or a data-access-result for anything else;
+  what is not a request it knows gets an exception-response. GETs are answered with or
+  without an association. With ``--answer echo`` the data comes back as it is;
 * the gateway's own 0x2200 GET (C0 ``pid``) and SET (C1 ``pid data``): C4 ``pid plen
   data`` from a small table of meter-side parameters (0x2801..0x2807, 0x280F, 0x2860,
   0x2861; a SET stores the new bytes first); an unknown pid gets C8 ``pid 01 0C``.
 
-Every frame sent or received is printed on one line to stdout, flushed, e.g.
-``meter -> gw 0x2100 BF len=21 data-notification id=3 data=0f...`` and
+Every frame sent or received is printed on one line to stdout, flushed, DLMS with
+``common.dlms.describe``, e.g. ``meter -> gw 0x2100 BF len=21 data-notification
+id=0x00000003 structure(2) [...]`` and
 ``meter <- gw 0x2200 C4 GET-response LQI=25 info=03800119``. Bytes that are not frames
 are counted by the deframer and printed as ``meter <- gw dropped garbage_bytes=+5``. A
 request unanswered after ``ANSWER_TIMEOUT_S`` is printed as such.
@@ -58,6 +65,9 @@ from typing import Any
 
 from common import params, rfc1662
 from common.config import ENV_CONFIG, config_path, load_or_exit
+from common.dlms import DlmsError, decode, describe
+from services import sim_dlms
+from services.sim_dlms import OBIS_ENERGY, ApduStream, MeterModel, Piece
 
 # --- timings and sizes ------------------------------------------------------------------
 
@@ -79,33 +89,20 @@ NOISE_RATE = 0.3
 PRINT_MAX = 96
 READ_SIZE = 4096
 
-# --- DLMS-looking payloads ----------------------------------------------------------------
+# --- DLMS ---------------------------------------------------------------------------------
 
-OBIS_ENERGY = bytes((1, 0, 1, 8, 0, 255))  # active energy import, register class 3
-OBIS_CLOCK = bytes((0, 0, 1, 0, 0, 255))  # clock, class 8
 APDU_DATA_NOTIFICATION = 0x0F
-APDU_GET_REQUEST = 0xC0
-APDU_GET_RESPONSE = 0xC4
-APDU_EXCEPTION_RESPONSE = 0xD8
-GET_NORMAL = 0x01
-DAR_OBJECT_UNDEFINED = 0x04
 TAG_OCTET_STRING = 0x09
 TAG_DOUBLE_LONG_UNSIGNED = 0x06
 TAG_STRUCTURE = 0x02
-#: invoke-id-and-priority: bit 6 set = confirmed service, low nibble = invoke id.
-INVOKE_CONFIRMED = 0x40
-
-
-def obis_text(obis: bytes) -> str:
-    return ".".join(str(b) for b in obis)
-
-
-#: Size of the data-notification ``data_notification`` builds.
-DATA_NOTIFICATION_LEN = 21
+#: A downlink APDU cut short waits this long for its rest.
+PARTIAL_IDLE_S = 1.0
 
 
 def data_notification(counter: int, energy_wh: int) -> bytes:
-    """DLMS data-notification carrying the energy register; ``counter`` is the invoke id."""
+    """DLMS data-notification carrying the energy register; ``counter`` is the
+    long-invoke-id, so order can be checked: ``0F <id, 4> 00 (no date-time) 02 02
+    09 06 <OBIS 1.0.1.8.0.255> 06 <energy, 4>``."""
     return (
         bytes((APDU_DATA_NOTIFICATION,))
         + (counter & 0xFFFFFFFF).to_bytes(4, "big")
@@ -118,51 +115,16 @@ def data_notification(counter: int, energy_wh: int) -> bytes:
 
 
 def get_request(counter: int, obis: bytes = OBIS_ENERGY, class_id: int = 3, attr: int = 2) -> bytes:
-    """DLMS GET-Request-Normal; the invoke id is the low four bits of ``counter``."""
-    return (
-        bytes((APDU_GET_REQUEST, GET_NORMAL, INVOKE_CONFIRMED | (counter & 0x0F)))
-        + class_id.to_bytes(2, "big")
-        + obis
-        + bytes((attr, 0))  # no selective access
-    )
+    """DLMS get-request normal; the invoke id is the low four bits of ``counter``."""
+    return sim_dlms.get_request(counter, class_id, obis, attr)
 
 
 def describe_apdu(data: bytes) -> str:
-    """A short ``key=value`` reading of the DLMS APDUs these simulators use, else ''."""
-    if not data:
+    """``common.dlms.describe`` of one whole APDU, else ''."""
+    try:
+        return describe(decode(data))
+    except DlmsError:
         return ""
-    tag = data[0]
-    if tag == APDU_DATA_NOTIFICATION and len(data) >= 6:
-        return f"data-notification id={int.from_bytes(data[1:5], 'big')}"
-    if tag == APDU_GET_REQUEST and len(data) >= 13 and data[1] == GET_NORMAL:
-        cls = int.from_bytes(data[3:5], "big")
-        return (
-            f"get-request iid=0x{data[2]:02x} class={cls} obis={obis_text(data[5:11])} "
-            f"attr={data[11]}"
-        )
-    if tag == APDU_GET_RESPONSE and len(data) >= 5 and data[1] == GET_NORMAL:
-        if data[3] == 0:
-            return f"get-response iid=0x{data[2]:02x} value={_value_text(data[4:])}"
-        return f"get-response iid=0x{data[2]:02x} error={data[4]}"
-    if tag == APDU_EXCEPTION_RESPONSE:
-        return "exception-response"
-    return ""
-
-
-def _value_text(data: bytes) -> str:
-    if len(data) == 5 and data[0] == TAG_DOUBLE_LONG_UNSIGNED:
-        return str(int.from_bytes(data[1:5], "big"))
-    return data.hex()
-
-
-def dlms_datetime(t: float) -> bytes:
-    """12-byte DLMS date-time, UTC, deviation and status left unspecified."""
-    tm = time.gmtime(t)
-    return (
-        tm.tm_year.to_bytes(2, "big")
-        + bytes((tm.tm_mon, tm.tm_mday, tm.tm_wday + 1, tm.tm_hour, tm.tm_min, tm.tm_sec))
-        + b"\xff\x80\x00\xff"
-    )
 
 
 # --- output -------------------------------------------------------------------------------
@@ -261,6 +223,9 @@ class MeterSim:
         self.last_rx = 0.0
         self.uplinks = 0
         self.energy_wh = 123_456
+        self.model = MeterModel(lambda: self.energy_wh)
+        self.downstream = ApduStream()
+        self.last_info = -1  # length of the last 0x2100 info printed as a whole APDU
         self.rid = 0
         self.events = 0
         self.pending: dict[str, tuple[float, str]] = {}  # what -> (sent at, description)
@@ -475,7 +440,7 @@ class MeterSim:
         frame = rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, rfc1662.CMD_SERIAL_NET, data)
         # Counted whether or not it fit: --count is about frames the meter produced.
         self.uplinks = n
-        self.send_frame(frame, f"len={len(data)} {describe_apdu(data)} data={hexs(data)}")
+        self.send_frame(frame, f"len={len(data)} {describe_apdu(data)}")
 
     def next_rid(self) -> int:
         self.rid = self.rid % 0xFFFF + 1
@@ -500,6 +465,8 @@ class MeterSim:
             self.pending.setdefault("event", (time.monotonic(), f"EVENT n={self.events}"))
 
     def check_pending(self, now: float) -> None:
+        if self.downstream.pending and now - self.last_rx >= PARTIAL_IDLE_S:
+            self.answer_pieces(rfc1662.PROTO_TRANSPARENT, self.downstream.flush())
         for key, (sent, what) in list(self.pending.items()):
             if now - sent > ANSWER_TIMEOUT_S:
                 del self.pending[key]
@@ -536,7 +503,8 @@ class MeterSim:
         head = f"meter <- gw 0x{proto:04X} {cmd:02X}"
         if proto == rfc1662.PROTO_TRANSPARENT:
             what = describe_apdu(info)
-            self.say(f"{head} len={len(info)} {what + ' ' if what else ''}data={hexs(info)}")
+            self.last_info = len(info) if what else -1
+            self.say(f"{head} len={len(info)} {what or 'data=' + hexs(info)}")
             self.answer_downlink(frame)
             return
         if proto != rfc1662.PROTO_PARAMS:
@@ -616,36 +584,35 @@ class MeterSim:
         self.send_frame(answer, f"GET-response pid=0x{pid:04X} plen={len(data)} data={data.hex()}")
 
     def answer_downlink(self, request: rfc1662.Frame) -> None:
-        data = request.info
         if self.args.answer == "echo":
-            answer = data
-        elif (
-            len(data) == 13
-            and data[0] == APDU_GET_REQUEST
-            and data[1] == GET_NORMAL
-            and data[12] == 0
-        ):
-            iid, obis, attr = data[2], data[5:11], data[11]
-            head = bytes((APDU_GET_RESPONSE, GET_NORMAL, iid))
-            if obis == OBIS_ENERGY and attr == 2:
-                answer = head + b"\x00\x06" + self.energy_wh.to_bytes(4, "big")
-            elif obis == OBIS_CLOCK and attr == 2:
-                answer = head + b"\x00\x09\x0c" + dlms_datetime(time.time())
-            else:
-                answer = head + bytes((1, DAR_OBJECT_UNDEFINED))
-        else:
-            # state-error service-not-allowed, service-error operation-not-possible
-            answer = bytes((APDU_EXCEPTION_RESPONSE, 0x01, 0x02))
-        if not answer:
+            self.send_answers(request.protocol, [request.info])
             return
-        self.counters["answers"] += 1
-        for chunk_start in range(0, len(answer), self.max_info):
-            chunk = answer[chunk_start : chunk_start + self.max_info]
-            frame = rfc1662.Frame(request.protocol, rfc1662.CMD_SERIAL_NET, chunk)
-            what = describe_apdu(chunk)
-            self.send_frame(
-                frame, f"len={len(chunk)} {what + ' ' if what else ''}answer data={hexs(chunk)}"
-            )
+        # An APDU longer than UART.max_info comes in several frames, and TCP may have
+        # merged several APDUs into one: the stream puts them back together.
+        self.answer_pieces(request.protocol, self.downstream.feed(request.info))
+
+    def answer_pieces(self, protocol: int, pieces: list[Piece]) -> None:
+        for piece in pieces:
+            if piece.apdu is None:
+                self.counters["rx_not_dlms"] += 1
+                self.say(
+                    f"meter <- gw not an APDU ({piece.error}) len={len(piece.data)} "
+                    f"data={hexs(piece.data)}"
+                )
+                self.send_answers(protocol, [MeterModel.exception()])
+                continue
+            if len(piece.data) != self.last_info:  # not already printed whole
+                self.say(f"meter <- gw APDU len={len(piece.data)} {describe(piece.apdu)}")
+            self.send_answers(protocol, self.model.answer(piece.data, self.max_info))
+
+    def send_answers(self, protocol: int, answers: list[bytes]) -> None:
+        for answer in answers:
+            self.counters["answers"] += 1
+            for start in range(0, len(answer), self.max_info):
+                chunk = answer[start : start + self.max_info]
+                frame = rfc1662.Frame(protocol, rfc1662.CMD_SERIAL_NET, chunk)
+                what = describe_apdu(chunk) or f"data={hexs(chunk)}"
+                self.send_frame(frame, f"len={len(chunk)} {what}")
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import pytest
 
 from common import bus, rfc1662
 from common.config import ConfigError, validate
+from common.dlms import wrapper
 from services.client import DIRECT_MAX_BYTES, SNDBUF_BYTES, AckMeter, Target
 from tests.conftest import Probe, Stack, base_config, wait_for
 from tests.hes_util import FakeHES, Relay, Stalled, free_port, peek_all
@@ -669,5 +670,158 @@ def test_tls_server_from_another_ca_is_rejected_and_retried(stack, run_dir, prob
         assert status["up"] is False
         assert "certificate verify failed" in status["last_error"]
         assert hes.connections == 0 and hes.data() == b""
+    finally:
+        hes.stop()
+
+
+# -- TCP_SERVER.framing "wrapper" and TCP_SERVER.spool.policy ------------------------------
+
+WRAPPER = {"framing": "wrapper", "wrapper": {"source_wport": 1, "destination_wport": 0x66}}
+
+
+def unwrap_all(data: bytes) -> list[wrapper.WrapperPdu]:
+    u = wrapper.Unwrapper()
+    pdus = u.feed(data)
+    assert u.pending == 0, "the HES holds part of a PDU"
+    return pdus
+
+
+def downlink_unit(probe: Probe, uart, timeout: float = 10.0) -> bytes:
+    """One write the client sent the uart (one downlink unit), as the bytes it
+    carries; acknowledged as the uart would, so the client never sends it again."""
+    env = probe.recv_env(uart, timeout=timeout)
+    assert env.op == bus.OP_WRITE and env.src == "client" and env.ref is not None
+    probe.send(bus.CLIENT, bus.OP_ACK, [env.ref.inst, env.ref.n], src="uart")
+    return b"".join(rfc1662.decode(raw).info for raw in env.data)
+
+
+def test_wrapper_over_tcp_split_and_merged_reads(stack, run_dir, probe):
+    hes = FakeHES().start()
+    try:
+        uart = probe.inbox("uart")
+        sub = probe.subscriber(bus.T_LINK_STATUS, bus.T_REGISTRY)
+        start_client(stack, run_dir, hes.port, **WRAPPER)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+
+        # Uplink: each payload (one APDU) becomes one PDU from wPort 1 to wPort 0x66.
+        rng = random.Random(21)
+        items = [b"\x0f" + rng.randbytes(rng.randint(1, 600)) for _ in range(200)]
+        send_in_batches(probe, items, rng)
+        framed = b"".join(wrapper.wrap(p, 1, 0x66) for p in items)
+        wait_bytes(hes, framed)
+        pdus = unwrap_all(hes.data())
+        assert [p.apdu for p in pdus] == items
+        assert {(p.source, p.destination) for p in pdus} == {(1, 0x66)}
+        counters = client_counters(probe, sub, lambda c: c.get("uplink.payloads") == len(items))
+        assert counters["uplink.bytes"] == sum(map(len, items))  # APDUs, not headers
+        assert counters["tcp.bytes_up"] == len(framed)
+
+        # Downlink, merged: three PDUs in one write, three units for the meter.
+        apdus = [bytes.fromhex("c001c100030100010800ff0200"), b"\xc0\x02\xc2\x00\x00\x00\x01"]
+        apdus.append(rng.randbytes(1500))  # more than one 0x2100 frame (max_info 1024)
+        hes.send(b"".join(wrapper.wrap(a, 0x66, 1) for a in apdus))
+        assert [downlink_unit(probe, uart) for _ in apdus] == apdus
+
+        # Downlink, split: one PDU in three writes, each read by the client
+        # (its tcp.bytes_down says so) before the next is sent.
+        whole = wrapper.wrap(rng.randbytes(300), 0x66, 1)
+        down = len(b"".join(wrapper.wrap(a, 0x66, 1) for a in apdus))
+        for a, b in ((0, 3), (3, 11), (11, len(whole))):
+            hes.send(whole[a:b])
+            down += b - a
+            client_counters(probe, sub, lambda c, n=down: c.get("tcp.bytes_down") == n)
+        sentinel = b"\xc0\x01\xc3\x00\x08\x00\x00\x01\x00\x00\xff\x02\x00"
+        hes.send(wrapper.wrap(sentinel, 0x66, 1))
+        assert downlink_unit(probe, uart) == whole[8:]
+        assert downlink_unit(probe, uart) == sentinel
+        assert hes.connections == 1
+    finally:
+        hes.stop()
+
+
+def test_wrapper_bad_header_drops_the_connection_not_the_process(stack, run_dir, probe):
+    hes = FakeHES().start()
+    try:
+        uart = probe.inbox("uart")
+        sub = probe.subscriber("link.", bus.T_REGISTRY)
+        client = start_client(stack, run_dir, hes.port, **WRAPPER)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        good = b"\xc0\x01\xc1\x00\x03\x01\x00\x01\x08\x00\xff\x02\x00"
+        # A good PDU, then a header with version 2 in the same write.
+        hes.send(wrapper.wrap(good, 0x66, 1) + bytes.fromhex("0002 0066 0001 0003") + b"abc")
+        assert downlink_unit(probe, uart) == good
+        down = probe.wait_event(sub, bus.T_LINK_DOWN)
+        assert "protocol error" in down["reason"] and "version 2" in down["reason"]
+        probe.wait_event(sub, bus.T_LINK_UP)  # reconnected
+        hes.wait_connections(2)
+        client.wait_log("hes protocol error reason=bad_header framing=wrapper(src=1,dst=102)")
+        counters = client_counters(probe, sub, lambda c: c.get("hes.framing_errors") == 1)
+        assert counters["link.connects"] == 2
+        # The new connection works both ways.
+        probe.send(bus.CLIENT, bus.OP_SEND, [b"\x0f\x00\x00\x00\x01\x00\x00"], src="resolver")
+        wait_for(lambda: hes.received(1) == wrapper.wrap(b"\x0f\x00\x00\x00\x01\x00\x00", 1, 0x66))
+        hes.send(wrapper.wrap(good, 0x66, 1))
+        assert downlink_unit(probe, uart) == good
+        assert client.alive()
+    finally:
+        hes.stop()
+
+
+# APDUs the meter might have sent while the HES was away, in this order.
+NOTE = "0f{:08x}00020209060100010800ff06000003e8"
+OUTAGE = [
+    ("push", bytes.fromhex(NOTE.format(1))),
+    ("response", bytes.fromhex("c401c100060001e240")),  # get-response normal
+    ("push", bytes.fromhex("c200000100000a0000ff02110a")),  # event-notification-request
+    ("part", bytes.fromhex("c402c10000000001000481")),  # the start of a long get-response
+    ("response", bytes.fromhex("6303800100")),  # rlre
+    ("push", bytes.fromhex(NOTE.format(2))),
+    ("response", bytes.fromhex("d80102")),  # exception-response
+    ("part", b"\xc4"),  # a response tag, and nothing more
+    ("other", b"not dlms at all"),
+    ("push", bytes.fromhex(NOTE.format(3))),
+]
+
+
+@pytest.mark.parametrize(("policy", "framing"), [("pushes", "wrapper"), ("all", "raw")])
+def test_spool_policy_across_an_hes_outage(stack, run_dir, probe, policy, framing):
+    hes = FakeHES().start()
+    try:
+        sub = probe.subscriber("link.", bus.T_REGISTRY)
+        tcp = {**WRAPPER, "framing": framing, "spool": {"policy": policy}}
+        client = start_client(stack, run_dir, hes.port, **tcp)
+        link_status(probe, sub, lambda d: d["up"])
+        before = [bytes.fromhex("c401c100060001e241"), bytes.fromhex(NOTE.format(0))]
+        probe.send(bus.CLIENT, bus.OP_SEND, before, src="resolver")
+        wait_for(lambda: len(hes.received(0)) >= sum(map(len, before)) + 8 * (framing != "raw"))
+
+        hes.stop()
+        probe.wait_event(sub, bus.T_LINK_DOWN)
+        for _, apdu in OUTAGE:
+            probe.send(bus.CLIENT, bus.OP_SEND, [apdu], src="resolver")
+        link_status(probe, sub, lambda d: d["spool_depth"] == len(OUTAGE))
+
+        hes.start()
+        probe.wait_event(sub, bus.T_LINK_UP)
+        after = bytes.fromhex("c401c100060001e242")  # answers a request of the new link
+        probe.send(bus.CLIENT, bus.OP_SEND, [after], src="resolver")
+        kept = [a for kind, a in OUTAGE if policy == "all" or kind != "response"] + [after]
+        size = sum(len(a) + (8 if framing == "wrapper" else 0) for a in kept)
+        wait_for(lambda: len(hes.received(1)) >= size, 15, f"{size} bytes on the new link")
+        got = hes.received(1)
+        if framing == "wrapper":
+            assert [p.apdu for p in unwrap_all(got)] == kept
+        else:
+            assert got == b"".join(kept)
+        dropped = 0 if policy == "all" else sum(1 for kind, _ in OUTAGE if kind == "response")
+        counters = client_counters(
+            probe, sub, lambda c: c.get("uplink.payloads") == len(before) + len(kept)
+        )
+        assert counters.get("spool.dropped_policy", 0) == dropped
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
+        if dropped:
+            client.wait_log(f"spool dropped reason=policy policy=pushes n={dropped}")
     finally:
         hes.stop()

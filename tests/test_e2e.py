@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from common import params, rfc1662
+from common.dlms import wrapper
 from services.supervise import stack_env, write_conf
 from tests.conftest import ROOT, base_config, wait_for
-from tests.hes_util import FakeHES
+from tests.hes_util import FakeHES, free_port
 from tests.pty_util import MeterPty
 
 SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
@@ -91,7 +92,9 @@ class Hes(FakeHES):
 class Supervised:
     """A whole meterlink stack under supervisord in one run directory."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], workers: int) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], workers: int, sim: bool = False
+    ) -> None:
         self.run_dir = run_dir
         cfg_path = run_dir / "e2e.json"
         cfg_path.write_text(json.dumps(config))
@@ -101,7 +104,7 @@ class Supervised:
                 "METERLINK_RUN_DIR": str(run_dir),
                 "METERLINK_CONFIG": str(cfg_path),
                 "METERLINK_WORKERS": str(workers),
-                "METERLINK_SIM": "false",
+                "METERLINK_SIM": "true" if sim else "false",
                 "METERLINK_PYTHON": sys.executable,
             }
         )
@@ -115,6 +118,7 @@ class Supervised:
             cwd=ROOT,
         )
         self.workers = workers
+        self.programs = 4 + workers + (2 if sim else 0)
 
     def ctl(self, *args: str, timeout: float = 30) -> str:
         out = subprocess.run(
@@ -133,7 +137,7 @@ class Supervised:
                 for ln in self.ctl("status").splitlines()
                 if ln.startswith(("meterlink:", "resolver-"))
             ]
-            return len(lines) == 4 + self.workers and all("RUNNING" in ln for ln in lines)
+            return len(lines) == self.programs and all("RUNNING" in ln for ln in lines)
 
         wait_for(all_running, timeout, "every meterlink program RUNNING")
 
@@ -165,9 +169,11 @@ def e2e(run_dir: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     def start(workers: int = 2, **sections: dict[str, Any]) -> tuple[Supervised, Meter, Hes]:
         hes = Hes()
         meter = Meter(run_dir / "meter.tty")
+        tcp = {"port": hes.port, "reconnect_min_s": 0.1, "reconnect_max_s": 1}
+        tcp.update(sections.pop("TCP_SERVER", {}))
         config = base_config(
             run_dir,
-            TCP_SERVER={"port": hes.port, "reconnect_min_s": 0.1, "reconnect_max_s": 1},
+            TCP_SERVER=tcp,
             WATCHDOG={"interval_s": 0.3, "timeout_s": 0.3, "lqi": {"source": "fixed", "value": 21}},
             **sections,
         )
@@ -236,6 +242,40 @@ def test_uplink_downlink_get_set_event_through_the_whole_stack(e2e):
         lambda f: f.protocol == rfc1662.PROTO_PARAMS and f.cmd == rfc1662.CMD_SERIAL_NET
     )
     assert ack.info == b"\x01\x00"
+
+
+def test_wrapper_framing_through_the_whole_stack(e2e):
+    sup, meter, hes = e2e(
+        workers=2,
+        TCP_SERVER={"framing": "wrapper", "wrapper": {"source_wport": 1, "destination_wport": 16}},
+    )
+    # Uplink: each 0x2100 payload is one APDU, in its own PDU from wPort 1 to 16.
+    up = [bytes.fromhex(f"0f{i:08x}00020209060100010800ff06{1000 + i:08x}") for i in range(40)]
+    up.append(bytes.fromhex("c401c100060001e240"))
+    for apdu in up:
+        meter.send(transparent(apdu))
+    framed = b"".join(wrapper.wrap(a, 1, 16) for a in up)
+    got = hes.wait_bytes(len(framed))
+    pdus = wrapper.Unwrapper().feed(got)
+    assert [p.apdu for p in pdus] == up
+    assert {(p.source, p.destination) for p in pdus} == {(1, 16)}
+
+    # Downlink: three PDUs in one write, then one in two writes; each APDU is a
+    # unit of its own for the meter, cut at UART.max_info (1024).
+    down = [
+        bytes.fromhex("c001c100030100010800ff0200"),
+        bytes.fromhex("c001c200080000010000ff0200"),
+        bytes(range(256)) * 6,
+        bytes.fromhex("c002c300000001"),
+    ]
+    pdus_down = [wrapper.wrap(a, 16, 1) for a in down]
+    hes.send(b"".join(pdus_down[:3]))
+    hes.send(pdus_down[3][:5])
+    hes.send(pdus_down[3][5:])
+    infos = [
+        meter.wait_frame(lambda f: f.protocol == rfc1662.PROTO_TRANSPARENT).info for _ in range(5)
+    ]
+    assert infos == [down[0], down[1], down[2][:1024], down[2][1024:], down[3]]
 
 
 def test_four_workers_keep_order_over_5000_frames(e2e):
@@ -336,3 +376,65 @@ def _traffic_seen(run_dir: Path) -> bool:
     except OSError:
         return False
     return "<-" in hes and "<-" in meter
+
+
+@pytest.mark.parametrize("framing", ["raw", "wrapper"])
+def test_simulators_speak_dlms_through_the_whole_stack(run_dir, request, framing):
+    """`meterlink run --sim` as supervisord runs it: the HES simulator's sessions reach
+    the meter simulator's object model through the gateway, and its data-notifications
+    reach the HES."""
+    config = base_config(
+        run_dir,
+        TCP_SERVER={
+            "port": free_port(),
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 1,
+            "framing": framing,
+        },
+    )
+    sup = Supervised(run_dir, config, workers=2, sim=True)
+    logs = run_dir / "logs"
+
+    def log(name: str) -> str:
+        path = logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    try:
+        sup.wait_running()
+        wait_for(
+            lambda: "dlms session complete reads=4" in log("hes_sim"),
+            60,
+            "a whole DLMS session in the HES simulator's log",
+        )
+        hes, meter = log("hes_sim"), log("meter_sim")
+        assert f"framing={framing}" in hes
+        done = hes[: hes.index("dlms session complete")]
+        session = done[done.rindex("aarq context=LN") :]
+        for line in (
+            "aare accepted",
+            "get-response normal iid=",
+            "ok octet-string",  # the clock
+            "ok double-long-unsigned",  # the energy register
+            "ok structure(2) [integer 0 enum 30]",  # its scaler and unit
+            "get-response with-datablock",
+            "load-profile entries=96",
+            "rlrq reason=0",
+            "rlre reason=0",
+        ):
+            assert line in session, line
+        assert "not DLMS" not in hes
+        # The meter saw the same exchange, block transfer included.
+        for line in ("aarq context=LN", "get-request next", "rlrq reason=0", "rlre reason=0"):
+            assert line in meter, line
+        # Data-notifications go on arriving.
+        n = hes.count("data-notification id=")
+        wait_for(
+            lambda: log("hes_sim").count("data-notification id=") > n,
+            15,
+            "another data-notification at the HES",
+        )
+    finally:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            print(sup.logs())
+        sup.close()

@@ -20,8 +20,10 @@ import pytest
 import serial
 
 from common import params, rfc1662
-from services.hes_sim import describe
-from services.meter_sim import OBIS_CLOCK, data_notification, describe_apdu, get_request
+from common.dlms import wrapper
+from services import sim_dlms
+from services.meter_sim import data_notification, describe_apdu, get_request
+from services.sim_dlms import OBIS_CLOCK, ApduStream, MeterModel
 from tests.conftest import Proc, Stack, wait_for
 
 FAST_METER = ("--interval", "0.1", "--lqi-interval", "0", "--name-interval", "0")
@@ -160,13 +162,13 @@ def test_meter_uplinks_in_order_lqi_get_and_hes_request_answered(stack, link):
         assert answer.cmd == rfc1662.CMD_SERIAL_NET
         assert answer.info[2] == request[2]  # the invoke id is echoed
         assert answer.info[3:5] == b"\x00\x06"  # success, double-long-unsigned
-        meter.wait_log("get-request iid=0x47", timeout=5)
+        meter.wait_log("get-request normal iid=7 class=3 1.0.1.8.0.255 attr=2", timeout=5)
 
         clock = get_request(8, OBIS_CLOCK, class_id=8)
         answer = ask(
             gw,
             rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, rfc1662.CMD_SERIAL_NET, clock),
-            lambda f: f.info[:3] == b"\xc4\x01\x48",
+            lambda f: f.info[:3] == b"\xc4\x01\xc8",
             "clock response",
         )
         assert answer.info[3:6] == b"\x00\x09\x0c" and len(answer.info) == 18
@@ -343,29 +345,102 @@ def refused(port: int) -> bool:
     return False
 
 
-def test_hes_prints_payloads_and_sends_requests(stack):
-    hes, port = start_hes(stack, "--request-interval", "0.2")
+class MeterOverTcp:
+    """The gateway and the meter at once, as the HES sees them: ``MeterModel``
+    answering over a TCP connection, raw or wrapped."""
+
+    def __init__(self, sock: socket.socket, framing: str) -> None:
+        self.sock = sock
+        self.framing = framing
+        self.model = MeterModel(lambda: 123_456)
+        self.stream = ApduStream()
+        self.unwrapper = wrapper.Unwrapper()
+        self.requests: list[str] = []
+
+    def send(self, *apdus: bytes) -> None:
+        """One write, however many APDUs."""
+        if self.framing == "wrapper":
+            apdus = tuple(wrapper.wrap(a, 1, 16) for a in apdus)
+        self.sock.sendall(b"".join(apdus))
+
+    def serve_until(self, pred: Callable[[], bool], timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s; requests {self.requests}")
+            self.sock.settimeout(min(left, 0.2))
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if not data:
+                raise AssertionError(f"closed by the HES; requests {self.requests}")
+            if self.framing == "wrapper":
+                apdus = [p.apdu for p in self.unwrapper.feed(data)]
+            else:
+                apdus = [p.data for p in self.stream.feed(data)]
+            for apdu in apdus:
+                self.requests.append(sim_dlms.text(apdu))
+                self.send(*self.model.answer(apdu, 1024))
+
+
+@pytest.mark.parametrize("framing", ["raw", "wrapper"])
+def test_hes_runs_a_dlms_session_and_prints_what_arrives(stack, framing):
+    hes, port = start_hes(stack, "--request-interval", "30", "--framing", framing)
     sock = connect(port)
+    meter = MeterOverTcp(sock, framing)
     try:
         hes.wait_log("hes gw#1 connected", timeout=5)
-        sock.sendall(b"hello meter \x00\x7e")
-        hes.wait_log("n=1 len=14 data=68656c6c6f206d6574657220007e text='hello meter .~'", 5)
-        sock.sendall(b"second")
-        hes.wait_log("hes <- gw#1 n=2 len=6", timeout=5)
+        if framing == "raw":
+            sock.sendall(b"hello meter \x00\x7e")
+            hes.wait_log(
+                "n=1 len=14 not DLMS (BadTag) data=68656c6c6f206d6574657220007e "
+                "text='hello meter .~'",
+                5,
+            )
+        else:
+            sock.sendall(wrapper.wrap(b"hello meter \x00\x7e", 1, 16))
+            hes.wait_log("n=1 len=14 not DLMS (BadTag) data=68656c6c6f206d6574657220007e", 5)
+        # Two notifications in one write: two APDUs.
+        meter.send(data_notification(1, 1000), data_notification(2, 1007))
+        hes.wait_log("hes <- gw#1 n=3 len=21 data-notification id=0x00000002", 5)
 
-        data = recv_until(sock, lambda b: len(b) >= 26)
-        first, second = data[:13], data[13:26]
-        assert describe_apdu(first).startswith("get-request iid=0x41 class=3 obis=1.0.1.8.0.255")
-        assert second[2] == 0x42  # the counter moved on
-        hes.wait_log("hes -> gw#1 req=1 len=13 get-request", timeout=5)
+        # The session: association, four reads (one in blocks), release.
+        meter.serve_until(lambda: "dlms session complete" in hes.text())
     finally:
         sock.close()
+    assert meter.requests[0].startswith("aarq context=LN user-info: initiate-request dlms=6")
+    gets = [r for r in meter.requests if r.startswith("get-request normal")]
+    assert [g.split(" ", 3)[3] for g in gets] == [
+        "class=8 0.0.1.0.0.255 attr=2",
+        "class=3 1.0.1.8.0.255 attr=2",
+        "class=3 1.0.1.8.0.255 attr=3",
+        "class=7 1.0.99.1.0.255 attr=2",
+    ]
+    nexts = [r for r in meter.requests if r.startswith("get-request next")]
+    assert len(nexts) >= 3 and meter.requests[-1] == "rlrq reason=0"
+    text = hes.text()
+    assert f"dlms session complete reads=4 blocks={len(nexts) + 1} profile_entries=96" in text
+    assert "hes -> gw#1 len=" in text and "aare accepted" in text and "rlre reason=0" in text
+    assert "get-response with-datablock" in text and "ok double-long-unsigned 123456" in text
     hes.wait_log("hes gw#1 closed reason=peer_closed", timeout=5)
     t0 = time.monotonic()
     hes.popen.send_signal(signal.SIGTERM)
     assert hes.popen.wait(1.0) == 0
     assert time.monotonic() - t0 < 1.0
     assert "hes stopped reason=SIGTERM" in hes.text()
+
+
+def test_hes_session_without_answers_times_out_and_starts_again(stack):
+    hes, port = start_hes(stack, "--request-interval", "0.2", "--step-timeout", "0.3")
+    sock = connect(port)
+    try:
+        aarqs = recv_until(sock, lambda b: b.count(sim_dlms.aarq(512)) >= 2)
+        assert aarqs.startswith(sim_dlms.aarq(512))
+    finally:
+        sock.close()
+    hes.wait_log("hes gw#1 dlms session failed step=aare reason=timeout after=0.3s", timeout=5)
 
 
 def test_hes_sigusr1_drops_link_and_refuses_for_down_for(stack):
@@ -389,7 +464,7 @@ def test_hes_sigusr1_drops_link_and_refuses_for_down_for(stack):
     sock = connect(port)
     try:
         sock.sendall(b"after")
-        hes.wait_log("len=5 data=6166746572 text='after'", timeout=5)
+        hes.wait_log("len=5 not DLMS (Truncated) data=6166746572 text='after'", timeout=5)
     finally:
         sock.close()
 
@@ -419,11 +494,33 @@ def test_hes_echo_and_drop_every(stack):
 def test_apdu_readings_used_in_the_printed_lines():
     note = data_notification(3, 1000)
     assert note.hex() == "0f0000000300020209060100010800ff06000003e8"
-    assert describe(note) == "data-notification id=3"
-    assert describe(note + data_notification(4, 1007)) == "data-notification id=3,4"
-    assert get_request(17).hex() == "c0014100030100010800ff0200"
-    assert describe_apdu(bytes.fromhex("c4014100060001e247")) == (
-        "get-response iid=0x41 value=123463"
+    assert describe_apdu(note) == (
+        "data-notification id=0x00000003 structure(2) [octet-string 0100010800ff "
+        "double-long-unsigned 1000]"
     )
-    assert describe_apdu(bytes.fromhex("c401410104")) == "get-response iid=0x41 error=4"
-    assert describe(b"hello") == ""
+    assert get_request(17).hex() == "c001c100030100010800ff0200"
+    assert describe_apdu(bytes.fromhex("c401c100060001e247")) == (
+        "get-response normal iid=1 ok double-long-unsigned 123463"
+    )
+    assert describe_apdu(b"hello") == "" and describe_apdu(note + note) == ""
+
+
+def test_meter_model_block_transfer_and_errors():
+    model = MeterModel(lambda: 500, clock=lambda: 1_700_000_000.0)
+    aare = model.answer(sim_dlms.aarq(256), 1024)
+    assert describe_apdu(aare[0]).startswith("aare accepted")
+    assert model.client_max_pdu == 256
+    first = model.answer(get_request(4, sim_dlms.OBIS_PROFILE, class_id=7), 1024)[0]
+    assert describe_apdu(first).startswith("get-response with-datablock iid=4 block=1 last=0")
+    assert len(first) <= 256
+    # Asking for a block other than the next ends the long get.
+    bad = model.answer(sim_dlms.get_next(4, 5), 1024)[0]
+    assert describe_apdu(bad).endswith("error data-block-number-invalid")
+    assert describe_apdu(model.answer(get_request(5, b"\x00" * 6), 1024)[0]).endswith(
+        "error object-undefined"
+    )
+    assert describe_apdu(model.answer(get_request(6, OBIS_CLOCK, class_id=3), 1024)[0]).endswith(
+        "error object-class-inconsistent"
+    )
+    assert model.answer(b"\xff\x00", 1024) == [MeterModel.exception()]
+    assert describe_apdu(model.answer(sim_dlms.rlrq(), 1024)[0]) == "rlre reason=0"

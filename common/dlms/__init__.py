@@ -3,7 +3,8 @@
 Bytes in, values out, no sockets or threads: ``decode(apdu_bytes) -> Apdu`` raises a
 ``DlmsError`` subclass for anything malformed, ``encode(apdu) -> bytes`` is its exact
 inverse (``encode(decode(b)) == b``), ``describe(apdu)`` gives one readable line. The
-TCP wrapper lives in ``common.dlms.wrapper``.
+TCP wrapper lives in ``common.dlms.wrapper``; ``kind_of``/``is_whole_response``
+(``common.dlms.kinds``) say whether a payload answers a request or is a push.
 """
 
 from common.dlms.apdu import (
@@ -14,6 +15,7 @@ from common.dlms.apdu import (
     Selection,
     Seq,
     decode,
+    decode_first,
     describe,
     encode,
 )
@@ -41,6 +43,7 @@ from common.dlms.errors import (
     Truncated,
     WrapperError,
 )
+from common.dlms.kinds import is_whole_response, kind_of
 
 __all__ = [
     "LAYOUTS",
@@ -69,8 +72,11 @@ __all__ = [
     "count_apdu",
     "decode",
     "decode_data",
+    "decode_first",
     "describe",
     "encode",
     "encode_data",
     "format_datetime",
+    "is_whole_response",
+    "kind_of",
 ]

@@ -60,6 +60,7 @@ __all__ = [
     "Selection",
     "Seq",
     "decode",
+    "decode_first",
     "describe",
     "encode",
 ]
@@ -504,6 +505,24 @@ def decode(apdu: bytes | bytearray | memoryview) -> Apdu:
     if pos != len(buf):
         raise TrailingBytes(f"{len(buf) - pos} bytes after the {a.name} APDU")
     return a
+
+
+def decode_first(data: bytes | bytearray | memoryview) -> tuple[Apdu, int]:
+    """Decode the APDU at the start of ``data``; return it and its length in octets.
+
+    For byte streams without framing (raw TCP toward an HES, 0x2100 payloads joined
+    again): ``Truncated`` means the APDU may still be completed by more bytes; any other
+    ``DlmsError`` means the bytes are not an APDU this codec knows.
+    """
+    buf = bytes(data)
+    try:
+        return _decode(buf)
+    except DlmsError:
+        raise
+    except IndexError:
+        raise Truncated("APDU cut short") from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        raise BadValue(f"bad APDU field: {exc}") from None
 
 
 def _decode(buf: bytes) -> tuple[Apdu, int]:

@@ -30,6 +30,7 @@ __all__ = [
     "Unwrapper",
     "WrapperError",
     "WrapperPdu",
+    "check_header",
     "unwrap",
     "wrap",
 ]
@@ -90,6 +91,13 @@ def _check_header(buf: bytes, max_length: int) -> int:
     if length == 0 or length > max_length:
         raise BadWrapperLength(f"wrapper length {length} not in 1..{max_length}")
     return length
+
+
+def check_header(header: bytes, max_length: int = DEFAULT_MAX_LENGTH) -> int:
+    """The APDU length an 8-octet header announces; ``WrapperError`` if it is bad."""
+    if len(header) < HEADER_SIZE:
+        raise BadWrapperLength(f"{len(header)} octets is shorter than a wrapper header")
+    return _check_header(header, max_length)
 
 
 def unwrap(
