@@ -50,6 +50,7 @@ import msgpack
 import zmq
 
 from bench import bare, codec, footprint, pipeline
+from bench import dlms as dlms_bench
 from bench import ser2net as s2n
 from common import bus
 
@@ -650,6 +651,16 @@ def rows(result: dict[str, Any]) -> list[tuple[str, list[Row]]]:
                 row.aim, row.met = ">= 300,000", _aim(stats, ">=", 300_000)
             codec_rows.append(row)
         sections.append(("codec, one core (frames/s)", codec_rows))
+    if "dlms" in result:
+        dlms_rows = [
+            Row(
+                str(r["case"]),
+                {"median": r["apdus_per_s"], "min": r["min"], "max": r["max"]},
+                ",.0f",
+            )
+            for r in result["dlms"]["results"]
+        ]
+        sections.append(("DLMS codec, one core (APDUs/s)", dlms_rows))
     stack = result.get("stack")
     if not stack:
         return sections
@@ -936,6 +947,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "codec"):
         progress(f"codec, {plan.codec_s:g}s per case")
         result["codec"] = codec.run(plan.codec_s)
+        progress("DLMS codec")
+        result["dlms"] = dlms_bench.run(args.quick)
     if args.only in (None, "stack"):
         try:
             exe = None if args.ser2net == "none" else (args.ser2net or s2n.find())

@@ -40,6 +40,9 @@ def test_quick_bench_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
     assert machine["cores"] >= 1 and machine["python"] and machine["libzmq"]
     assert {r["frame_bytes"] for r in result["codec"]} == {64, 256}
     assert all(r["frames_per_s"] > 0 for r in result["codec"])
+    assert "DLMS codec, one core (APDUs/s)" in proc.stdout
+    assert result["dlms"]["results"][0]["case"] == "decode get-response"
+    assert result["dlms"]["apdus_per_s"] > 0
 
     stack = result["stack"]
     for rate in ("100", "1000"):
