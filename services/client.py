@@ -131,7 +131,6 @@ import zmq
 from common import bus, delivery, metrics, rfc1662
 from common.config import ConfigError
 from common.dlms.count import count_apdu
-from common.dlms.kinds import RESPONSE_TAGS, is_whole_response
 from common.marks import MarkFile
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
@@ -1498,6 +1497,9 @@ class Client(Service):
         connection, so the responses among it answer requests of a connection
         that is gone; they are dropped (counted). Pushes, and whatever is not one
         whole response APDU, stay in order."""
+        # Imported here: it brings the whole DLMS codec, needed only by this policy.
+        from common.dlms.kinds import RESPONSE_TAGS, is_whole_response
+
         self._flush_gathered(pump=False)
         try:
             n, nbytes = self.spool.discard(

@@ -308,3 +308,17 @@ def test_bad_metrics_listen_is_a_config_error(run_dir):
     )
     assert out.returncode == 2
     assert "METRICS.listen" in out.stdout
+
+
+def test_the_counting_table_matches_the_codecs_tags():
+    """count.NAMES is written out (so counting does not load the codec); it must
+    say what the codec's own tables say for every tag."""
+    from common.dlms.apdu import _CHOICE_LAYOUTS, _PLAIN_LAYOUTS, ACSE_TAGS
+    from common.dlms.count import NAMES
+
+    want = {
+        **{tag: name for tag, (name, _v) in _CHOICE_LAYOUTS.items()},
+        **{tag: name for tag, (name, _l) in _PLAIN_LAYOUTS.items()},
+        **ACSE_TAGS,
+    }
+    assert want == NAMES
