@@ -45,7 +45,6 @@ import sys
 import tempfile
 import threading
 import time
-import tty
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,6 +55,7 @@ import zmq
 
 from bench import footprint
 from common import bus, rfc1662
+from services.sim.meter_pty import MeterPty
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,12 +176,12 @@ class Meter:
     """The meter: the master side of a pty whose slave the uart opens via ``link``."""
 
     def __init__(self, link: Path | None = None) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
+        # The meter double the tests and the simulator use too.
+        self.pty = MeterPty(link)
+        self.master, self.slave = self.pty.master, self.pty.slave
+        os.set_blocking(self.master, True)  # the bench's writes wait for room
         #: The slave's device path (``/dev/pts/N``).
-        self.device = os.ttyname(self.slave)
-        if link is not None:
-            os.symlink(self.device, link)
+        self.device = self.pty.slave_name
         self.down = Arrivals()
         self.down_bad = 0
         self._stop = threading.Event()
@@ -232,8 +232,7 @@ class Meter:
         self._stop.set()
         if self._reader is not None:
             self._reader.join(1)
-        os.close(self.master)
-        os.close(self.slave)
+        self.pty.close()
 
 
 # -- the head-end system ---------------------------------------------------------------------

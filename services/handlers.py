@@ -27,7 +27,7 @@
   or one of the live values (LQI, module state), or a store that cannot be written,
   gets ``pid 01 0C``.
 - EVENT (C2) is acknowledged (cmd BF, ``01 00``) and published as ``meter.event``.
-- C4, C5 and C8 from the meter answer the gateway's own GET/SET (``services.ask``):
+- C4, C5 and C8 from the meter answer the gateway's own GET/SET (``services.cli.ask``):
   published as ``meter.response``, not answered.
 - Malformed info is counted (``params.malformed``) and logged; a GET whose pid can be
   read gets the GET error, a SET whose pid can be read gets the SET failure (each is

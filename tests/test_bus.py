@@ -248,9 +248,16 @@ def test_tap_sees_routed_messages_with_filters_and_costs_nothing_when_off(stack,
     reg = registry(probe, lambda r: r["broker"]["counters"].get("pool.frames_out", 0) >= 5)
     assert "tap.mirrored" not in reg["broker"]["counters"] and reg["broker"]["tap"] is False
 
-    tap_all = stack.start("services.tap", "--json", "--count", "4", name="tap-all")
+    tap_all = stack.start("services.cli.tap", "--json", "--count", "4", name="tap-all")
     tap_proto = stack.start(
-        "services.tap", "--protocol", "0x2300", "--src", "uart", "--count", "1", name="tap-proto"
+        "services.cli.tap",
+        "--protocol",
+        "0x2300",
+        "--src",
+        "uart",
+        "--count",
+        "1",
+        name="tap-proto",
     )
     broker.wait_log("tap attached")
     # A SUB's subscription reaches the broker asynchronously: keep sending until

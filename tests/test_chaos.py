@@ -43,8 +43,8 @@ from typing import Any
 import pytest
 
 from common import params, rfc1662
+from services.sim.fake_hes import FakeHES
 from tests.conftest import ROOT, base_config, wait_for
-from tests.hes_util import FakeHES
 from tests.test_e2e import Hes, Meter, Supervised, transparent
 
 #: Repeats of each fault under ``make chaos`` (on top of the default round).
@@ -52,7 +52,7 @@ ROUNDS = max(1, int(os.environ.get("METERLINK_CHAOS_ROUNDS", "5")))
 
 #: The client's counter of payloads it may have sent twice (the only allowed
 #: duplicates: a SIGKILL between the HES's TCP acknowledgement and the client
-#: recording it). Read from ``python -m services.status --json``.
+#: recording it). Read from ``python -m services.cli.status --json``.
 DUP_COUNTER = "uplink.duplicates_possible"
 
 UP_MARK = b"P"
@@ -388,7 +388,7 @@ class Gateway:
     def counters(self) -> dict[str, int]:
         """Every service's counters (``client.uplink.payloads`` ...) from status --json."""
         out = subprocess.run(
-            [sys.executable, "-m", "services.status", "--json", "--timeout", "3"],
+            [sys.executable, "-m", "services.cli.status", "--json", "--timeout", "3"],
             env=self.env(),
             cwd=ROOT,
             capture_output=True,

@@ -26,8 +26,8 @@ from common import bus, rfc1662
 from common.config import ConfigError, validate
 from common.dlms import wrapper
 from services.client import DIRECT_MAX_BYTES, SNDBUF_BYTES, AckMeter, Target
+from services.sim.fake_hes import FakeHES, Relay, Stalled, free_port, peek_all
 from tests.conftest import Probe, Stack, base_config, wait_for
-from tests.hes_util import FakeHES, Relay, Stalled, free_port, peek_all
 
 FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.3, "timeout": 1, "keep_alive": 5}
 

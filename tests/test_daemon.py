@@ -21,7 +21,16 @@ from services.cli import main as cli
 from tests.conftest import ROOT, base_config, shared_dir, wait_for
 
 SERVICES = ("broker", "uart", "client", "watchdog", "resolver")
-TOOLS = ("tap", "status", "ask", "meter_sim", "hes_sim", "supervise", "extension", "cli")
+TOOLS = (
+    "cli.tap",
+    "cli.status",
+    "cli.ask",
+    "sim.meter",
+    "sim.hes",
+    "cli.supervise",
+    "extension",
+    "cli",
+)
 METERLINK_COMMANDS = (
     "run",
     "check",

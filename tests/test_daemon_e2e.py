@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from common import bus, rfc1662
+from services.sim.fake_hes import FakeHES
+from services.sim.meter_pty import MeterPty
 from tests.conftest import ROOT, Probe, base_config, shared_dir, wait_for
-from tests.hes_util import FakeHES
-from tests.pty_util import MeterPty
 
 SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
 SUPERVISORCTL = str(Path(sys.executable).parent / "supervisorctl")

@@ -24,10 +24,10 @@ import pytest
 
 from common import params, rfc1662
 from common.dlms import wrapper
-from services.supervise import stack_env, write_conf
+from services.cli.supervise import stack_env, write_conf
+from services.sim.fake_hes import FakeHES, free_port
+from services.sim.meter_pty import MeterPty
 from tests.conftest import ROOT, base_config, wait_for
-from tests.hes_util import FakeHES, free_port
-from tests.pty_util import MeterPty
 
 SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
 SUPERVISORCTL = str(Path(sys.executable).parent / "supervisorctl")

@@ -1,4 +1,4 @@
-"""The built-in 0x2200 handler and ``services.ask``, through real broker and workers.
+"""The built-in 0x2200 handler and ``services.cli.ask``, through real broker and workers.
 
 The probe plays the uart: it sends the meter's frames into the resolver pool as
 ``src="uart"`` and reads what the workers send back on the uart's inbox. Since the
@@ -291,7 +291,7 @@ def test_event_is_acked_and_meter_answers_are_published(stack: Stack, probe: Pro
 
 
 def run_ask(stack: Stack, *args: str) -> Any:
-    return stack.start("services.ask", *args, name="ask")
+    return stack.start("services.cli.ask", *args, name="ask")
 
 
 def finish(proc: Any, timeout: float = 15) -> tuple[int, str]:

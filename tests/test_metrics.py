@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from common import bus
 from common.dlms import count_apdu
 from common.metrics import Totals, drop_reason, families
-from services import status
+from services.cli import status
+from services.sim.fake_hes import FakeHES, free_port
 from tests.conftest import ROOT, wait_for
-from tests.hes_util import FakeHES, free_port
 from tests.test_chaos import Gateway
 from tests.test_e2e import transparent
 
@@ -157,7 +157,7 @@ def value(port: int, name: str, **labels: str) -> float | None:
 
 def status_json(gw: Gateway) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "services.status", "--json"],
+        [sys.executable, "-m", "services.cli.status", "--json"],
         env=gw.env(),
         cwd=ROOT,
         capture_output=True,

@@ -21,9 +21,9 @@ import serial
 
 from common import params, rfc1662
 from common.dlms import wrapper
-from services import sim_dlms
-from services.meter_sim import data_notification, describe_apdu, get_request
-from services.sim_dlms import OBIS_CLOCK, ApduStream, MeterModel
+from services.sim import dlms as sim_dlms
+from services.sim.dlms import OBIS_CLOCK, ApduStream, MeterModel
+from services.sim.meter import data_notification, describe_apdu, get_request
 from tests.conftest import Proc, Stack, wait_for
 
 FAST_METER = ("--interval", "0.1", "--lqi-interval", "0", "--name-interval", "0")
@@ -127,7 +127,7 @@ def is_c4(pid: int) -> Pred:
 
 
 def start_meter(stack: Stack, *args: str) -> Proc:
-    proc = stack.start("services.meter_sim", *args)
+    proc = stack.start("services.sim.meter", *args)
     proc.wait_log("meter ready", timeout=10)
     return proc
 
@@ -284,7 +284,7 @@ def test_meter_count_stops_and_sigterm_removes_link(stack, link):
 
 def test_meter_refuses_to_replace_a_regular_file(stack, link):
     link.write_text("not a tty")
-    proc = stack.start("services.meter_sim", *FAST_METER, *QUIET)
+    proc = stack.start("services.sim.meter", *FAST_METER, *QUIET)
     assert proc.popen.wait(10) == 2
     assert "not a symlink" in proc.text()
     assert link.read_text() == "not a tty"
@@ -294,7 +294,7 @@ def test_meter_refuses_to_replace_a_regular_file(stack, link):
 
 
 def start_hes(stack: Stack, *args: str) -> tuple[Proc, int]:
-    proc = stack.start("services.hes_sim", "--host", "127.0.0.1", "--port", "0", *args)
+    proc = stack.start("services.sim.hes", "--host", "127.0.0.1", "--port", "0", *args)
     m = wait_for(
         lambda: re.search(r"hes listening host=127\.0\.0\.1 port=(\d+)", proc.text()),
         10,

@@ -22,7 +22,7 @@ FRAME = rfc1662.encode(rfc1662.Frame(rfc1662.PROTO_TRANSPARENT, 0xBF, GET_REQUES
 
 def tap(stack: Stack, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.tap", *args],
+        [sys.executable, "-m", "services.cli.tap", *args],
         cwd=ROOT,
         env=stack.env(),
         capture_output=True,
@@ -84,9 +84,9 @@ def test_json_is_pure_with_directions_lengths_dlms_and_replays(stack, run_dir, p
     probe.inbox("uart")
     record = run_dir / "trace.jsonl"
     t = stack.start(
-        "services.tap", "--json", "--dlms", "--count", "6", "--record", str(record), name="tap"
+        "services.cli.tap", "--json", "--dlms", "--count", "6", "--record", str(record), name="tap"
     )
-    warn = stack.start("services.tap", "--src", "nosuch", "--seconds", "1", name="tap-warn")
+    warn = stack.start("services.cli.tap", "--src", "nosuch", "--seconds", "1", name="tap-warn")
     broker.wait_log("tap attached")
     _stream(probe, sink, [t], lambda: not t.alive())
     assert t.popen.wait(5) == 0
@@ -131,8 +131,8 @@ def test_closed_pipe_ends_status_and_tap_quietly(stack, run_dir, probe):
     big = run_dir / "big.jsonl"
     big.write_text((line + "\n") * 5000)  # far more than a pipe holds
     sh = (
-        f"{sys.executable} -m services.status --watch 0.05 | head -c 10; "
-        f"echo; {sys.executable} -m services.tap --replay {big} | head -c 10"
+        f"{sys.executable} -m services.cli.status --watch 0.05 | head -c 10; "
+        f"echo; {sys.executable} -m services.cli.tap --replay {big} | head -c 10"
     )
     out = subprocess.run(
         ["bash", "-c", "set -o pipefail; " + sh],

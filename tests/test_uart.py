@@ -3,7 +3,7 @@
 Every test but the first two runs real processes: the broker, a resolver
 worker (whose built-in 0x2100 handler forwards the info bytes to ``client``)
 and ``services.uart``, configured with ``UART.port`` = a symlink in the run
-directory that points at the slave of a pty the test holds (tests.pty_util).
+directory that points at the slave of a pty the test holds (services.sim.meter_pty).
 The probe plays the client (it receives what the pool releases for it) and
 sends ``write`` to uart as the client would.
 """
@@ -22,6 +22,7 @@ import pytest
 import serial
 
 from common import bus, rfc1662
+from services.sim.meter_pty import MeterPty
 from services.uart import (
     OUTCOME_CANCELLED,
     OUTCOME_TIMEOUT,
@@ -31,7 +32,6 @@ from services.uart import (
     write_some,
 )
 from tests.conftest import Probe, Stack, base_config, shared_dir, wait_for
-from tests.pty_util import MeterPty
 
 # Longer than any pause between the test's own writes, so that only a real
 # idle line (the end of a burst) makes uart flush a partial frame.
@@ -574,7 +574,7 @@ def test_a_frame_half_read_when_the_uart_is_killed_is_finished_by_the_next(
     """The bytes of a frame the uart had begun to read live in its journal, not
     only in the dead process's deframer: the next uart completes the frame
     with the rest the kernel holds for the port."""
-    from tests.hes_util import FakeHES
+    from services.sim.fake_hes import FakeHES
 
     hes = FakeHES().start()
     try:

@@ -38,6 +38,8 @@ GROUP = "meterlink"
 PREFIX = "meterlink-"  # program names under a host supervisord
 CORE = ("broker", "uart", "client", "watchdog")
 SIMS = ("meter_sim", "hes_sim")
+#: The simulator programs' modules (the program names stay as they were).
+SIM_MODULES = {"meter_sim": "services.sim.meter", "hes_sim": "services.sim.hes"}
 PRIORITY = {"meter_sim": 1, "hes_sim": 1, "broker": 10, "resolver": 20}
 DEFAULT_PRIORITY = 30
 EXT_PRIORITY = 40
@@ -120,7 +122,7 @@ def programs(stack: Stack) -> str:
     members: list[str] = []
     if stack.sim:
         for sim in SIMS:
-            args = [f"services.{sim}"] + (["--wait-reader", "30"] if sim == "meter_sim" else [])
+            args = [SIM_MODULES[sim]] + (["--wait-reader", "30"] if sim == "meter_sim" else [])
             out.append(_program(stack, sim, args, PRIORITY[sim]))
             members.append(stack.name(sim))
     for prog in CORE:

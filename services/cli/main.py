@@ -224,15 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         _export(config, run_dir)
         rest = list(args.args)
         if cmd == "status":
-            from services import status
+            from services.cli import status
 
             return status.main(rest)
         if cmd == "tap":
-            from services import tap
+            from services.cli import tap
 
             return tap.main(rest)
         if cmd == "ask":
-            from services import ask
+            from services.cli import ask
 
             return ask.main(rest)
         return launcher.ctl(run_dir, rest)

@@ -1,4 +1,5 @@
-"""A meter's end of a real pseudo-terminal, for tests.
+"""A meter's end of a real pseudo-terminal: the meter double of the tests, the
+meter simulator and the bench.
 
 ``MeterPty(link)`` opens a pty, puts it in raw mode (no echo, no newline
 translation: frames are binary) and points the symlink ``link`` at the slave,
@@ -27,8 +28,9 @@ from pathlib import Path
 class MeterPty:
     """The meter side of a pseudo-terminal reached through a symlink."""
 
-    def __init__(self, link: str | Path, *, create: bool = True) -> None:
-        self.link = Path(link)
+    def __init__(self, link: str | Path | None, *, create: bool = True) -> None:
+        #: The symlink to the slave (None: no link; use ``slave_name``).
+        self.link = Path(link) if link is not None else None
         self.master = -1
         self.slave = -1
         self.slave_name = ""
@@ -47,6 +49,8 @@ class MeterPty:
         os.set_blocking(master, False)
         self.master, self.slave = master, slave
         self.slave_name = os.ttyname(slave)
+        if self.link is None:
+            return
         tmp = self.link.with_name(self.link.name + ".new")
         if tmp.is_symlink():
             tmp.unlink()
@@ -61,7 +65,7 @@ class MeterPty:
         numbers, so it could soon name another process's pty.
         """
         self._close_fds()
-        if self.link.is_symlink():
+        if self.link is not None and self.link.is_symlink():
             self.link.unlink()
 
     close = vanish

@@ -1,6 +1,6 @@
 """Meter simulator: a meter on a pseudo-terminal, so meterlink runs without hardware.
 
-Run it as ``python -m services.meter_sim``. It does not connect to the bus: it opens a
+Run it as ``python -m services.sim.meter``. It does not connect to the bus: it opens a
 pseudo-terminal (``os.openpty``, raw mode), links the terminal's slave side at the
 configured serial port path (``UART.port``, ``{run_dir}/meter.tty`` in ``dev.json``; an
 old link is replaced atomically, anything that is not a symlink is left alone) and acts
@@ -21,7 +21,7 @@ What it answers:
 
 * DLMS APDUs from the HES in 0x2100 frames (put back together when the gateway split
   one at ``UART.max_info``, or apart when TCP merged several), with ``--answer dlms``
-  (default), from a small object model (``services.sim_dlms.MeterModel``): AARQ gets an
+  (default), from a small object model (``services.sim.dlms.MeterModel``): AARQ gets an
   AARE (accepted for logical-name referencing without security), RLRQ an RLRE, a
   get-request normal a get-response for the clock (0.0.1.0.0.255, attribute 2), the
   active energy register (1.0.1.8.0.255, attributes 2 and 3) and the load profile
@@ -58,7 +58,6 @@ import select
 import signal
 import sys
 import time
-import tty
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,8 +65,9 @@ from typing import Any
 from common import params, rfc1662
 from common.config import ENV_CONFIG, config_path, load_or_exit
 from common.dlms import DlmsError, decode, describe
-from services import sim_dlms
-from services.sim_dlms import OBIS_ENERGY, ApduStream, MeterModel, Piece
+from services.sim import dlms as sim_dlms
+from services.sim.dlms import OBIS_ENERGY, ApduStream, MeterModel, Piece
+from services.sim.meter_pty import MeterPty
 
 # --- timings and sizes ------------------------------------------------------------------
 
@@ -187,20 +187,13 @@ class LinkError(Exception):
     """The link path cannot be made (not a symlink, or its directory is unusable)."""
 
 
-def make_link(target: str, link: str) -> None:
-    """Point ``link`` at ``target``, replacing an old symlink atomically."""
+def check_link(link: str) -> None:
+    """Refuse a ``link`` path that is something other than a symlink (a real
+    device or file is never replaced); make its directory."""
     path = Path(link)
-    if path.exists() or path.is_symlink():
-        if not path.is_symlink():
-            raise LinkError(f"{link} exists and is not a symlink; not replacing it")
+    if path.exists() and not path.is_symlink():
+        raise LinkError(f"{link} exists and is not a symlink; not replacing it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{link}.{os.getpid()}.tmp"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
 
 
 class MeterSim:
@@ -233,19 +226,22 @@ class MeterSim:
         self.master = -1
         self.slave = -1
         self.slave_name = ""
+        self.pty: MeterPty | None = None
         self.wake_r = -1
 
     # --- setup and teardown ---------------------------------------------------------------
 
     def open(self) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        # The slave stays open here, so the master lives on while the gateway closes and
-        # reopens the port; the master is non-blocking so a gateway that does not read
-        # cannot stall the loop.
-        os.set_blocking(self.master, False)
-        self.slave_name = os.ttyname(self.slave)
-        make_link(self.slave_name, self.link)
+        # The shared pty double: raw, the slave kept open (so the master lives on
+        # while the gateway closes and reopens the port), a non-blocking master (so
+        # a gateway that does not read cannot stall the loop), linked atomically.
+        check_link(self.link)
+        self.pty = MeterPty(self.link)
+        self.master, self.slave, self.slave_name = (
+            self.pty.master,
+            self.pty.slave,
+            self.pty.slave_name,
+        )
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -266,9 +262,11 @@ class MeterSim:
                 os.unlink(self.link)
         except OSError:
             pass
-        for fd in (self.master, self.slave, self.wake_r):
-            if fd >= 0:
-                os.close(fd)
+        if self.pty is not None:
+            self.pty.link = None  # unlinked above, only if still ours
+            self.pty.close()
+        if self.wake_r >= 0:
+            os.close(self.wake_r)
         stats = " ".join(f"{k}={v}" for k, v in sorted(self.counters.items()))
         self.say(f"meter stopped reason={self.stop_reason or 'done'} {stats}".rstrip())
 
@@ -620,7 +618,7 @@ class MeterSim:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m services.meter_sim",
+        prog="python -m services.sim.meter",
         description=(
             "A simulated meter on a pseudo-terminal linked at UART.port: sends DLMS "
             "data-notifications (0x2100), asks the gateway for LQI and its name, sends "

@@ -1,7 +1,7 @@
 """supervise: the older entry point, kept for scripts and tests; `meterlink` is the command.
 
-``python -m services.supervise run [--quiet]`` is ``meterlink run`` and
-``python -m services.supervise ctl ARGS`` is ``meterlink ctl ARGS``, with the
+``python -m services.cli.supervise run [--quiet]`` is ``meterlink run`` and
+``python -m services.cli.supervise ctl ARGS`` is ``meterlink ctl ARGS``, with the
 stack chosen by the environment: METERLINK_RUN_DIR [./run], METERLINK_CONFIG
 [./dev.json], METERLINK_WORKERS [2], METERLINK_SIM [false].
 
@@ -61,7 +61,7 @@ def write_conf(env: dict[str, str], extensions: list[str] | None = None) -> Path
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m services.supervise", description=(__doc__ or "").split("\n")[0]
+        prog="python -m services.cli.supervise", description=(__doc__ or "").split("\n")[0]
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
     run_p = sub.add_parser("run", help="start the stack in the foreground (meterlink run)")

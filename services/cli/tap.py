@@ -1,6 +1,6 @@
 """tap: watch what the broker routes, live, one line per message.
 
-``python -m services.tap [--src S] [--dst D] [--op OP] [--protocol 0x2100]
+``python -m services.cli.tap [--src S] [--dst D] [--op OP] [--protocol 0x2100]
 [--dlms] [--json] [--count N] [--seconds T] [--wait S] [--record FILE]
 [--replay FILE]``
 
@@ -396,7 +396,9 @@ def format_text(rec: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m services.tap", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m services.cli.tap", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--src", help="only messages from this service (uart, resolver, client...)")
     ap.add_argument("--dst", help="only messages to this service")
     ap.add_argument("--op", choices=KNOWN_OPS, help="only this operation")

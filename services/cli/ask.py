@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m services.ask get 0x2801
-    python -m services.ask set 0x2801 u8:5
-    python -m services.ask set 0x2801 char:ABC --timeout 3 --json
+    python -m services.cli.ask get 0x2801
+    python -m services.cli.ask set 0x2801 u8:5
+    python -m services.cli.ask set 0x2801 char:ABC --timeout 3 --json
 
 The pid is hexadecimal (``0x`` optional). A SET value is ``TYPE:VALUE``: ``u8:``,
 ``u16:``, ``u32:`` (an integer, ``0x`` for hex), ``char:`` (ASCII text), ``str:`` (an
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", help="config file (default: $METERLINK_CONFIG or dev.json)")
     common.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     ap = argparse.ArgumentParser(
-        prog="python -m services.ask",
+        prog="python -m services.cli.ask",
         description="GET or SET a meter parameter over 0x2200 and print the answer.",
     )
     sub = ap.add_subparsers(dest="action", required=True)

@@ -1,7 +1,7 @@
 """HES simulator: a head-end system as a TCP server that speaks DLMS/COSEM, so meterlink
 runs without one.
 
-Run it as ``python -m services.hes_sim``. It does not connect to the bus. It listens on
+Run it as ``python -m services.sim.hes``. It does not connect to the bus. It listens on
 ``TCP_SERVER.host``/``port`` from the config (``--host``/``--port`` override; with
 ``--port 0`` the system picks a port) and prints ``hes listening host=H port=P`` each time
 it starts listening. One selector loop serves the listener and every connection.
@@ -49,8 +49,7 @@ from typing import Any
 
 from common.dlms import Apdu, Blob, Data, DlmsError, decode, decode_data, describe
 from common.dlms import wrapper as wrapping
-from services.meter_sim import Printer, hexs, read_config
-from services.sim_dlms import (
+from services.sim.dlms import (
     CLASS_CLOCK,
     CLASS_PROFILE,
     CLASS_REGISTER,
@@ -64,6 +63,7 @@ from services.sim_dlms import (
     get_request,
     rlrq,
 )
+from services.sim.meter import Printer, hexs, read_config
 
 DEFAULT_REQUEST_INTERVAL_S = 5.0
 DEFAULT_DOWN_FOR_S = 3.0
@@ -533,7 +533,7 @@ class HesSim:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m services.hes_sim",
+        prog="python -m services.sim.hes",
         description=(
             "A simulated head-end system: a TCP server on TCP_SERVER.host:port that prints "
             "the DLMS APDUs the gateway sends and runs periodic DLMS sessions with it "

@@ -1,6 +1,6 @@
 """status: one screen with the state of a running gateway.
 
-``python -m services.status [--json] [--watch SECONDS] [--timeout SECONDS]``
+``python -m services.cli.status [--json] [--watch SECONDS] [--timeout SECONDS]``
 
 It subscribes to the broker's state topics (the registry, ``net.status``,
 ``link.status``, ``serial.status``); the broker sends their last values to
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m services.status", description=__doc__.split("\n")[0]
+        prog="python -m services.cli.status", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--json", action="store_true", help="print the state as JSON")
     ap.add_argument("--watch", type=float, default=0, help="refresh every SECONDS until Ctrl-C")
