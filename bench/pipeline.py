@@ -38,7 +38,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -55,6 +54,7 @@ import zmq
 
 from bench import footprint
 from common import bus, rfc1662
+from services.sim.fake_hes import FakeHES
 from services.sim.meter_pty import MeterPty
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,61 +254,32 @@ class PayloadStream:
 
 
 class Hes:
-    """The HES: a TCP server on 127.0.0.1 that stamps every payload it reads."""
+    """The HES: the shared HES double on 127.0.0.1, stamping every payload it reads."""
 
     def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.server.getsockname()[1]
         self.up = Arrivals()
-        self.connections = 0
-        self.data_conn: socket.socket | None = None
-        self._streams: dict[socket.socket, PayloadStream] = {}
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="hes", daemon=True)
-        self._thread.start()
+        self._streams: dict[int, PayloadStream] = {}
+        self.double = FakeHES(on_data=self._on_data, record=False).start()
+        self.port: int = self.double.port
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([self.server, *self._conns], [], [], HES_SELECT_S)
-            except (OSError, ValueError):
-                return
-            for s in ready:
-                if s is self.server:
-                    conn, _ = self.server.accept()
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self._conns.append(conn)
-                    self._streams[conn] = PayloadStream(self.up)
-                    self.connections += 1
-                    continue
-                try:
-                    data = s.recv(1 << 20)
-                except OSError:
-                    data = b""
-                t = time.perf_counter()
-                if not data:
-                    self._conns.remove(s)
-                    self._streams.pop(s, None)
-                    if s is self.data_conn:
-                        self.data_conn = None
-                    s.close()
-                    continue
-                self.data_conn = s
-                self._streams[s].feed(data, t)
+    def _on_data(self, index: int, data: bytes, t: float) -> None:
+        stream = self._streams.get(index)
+        if stream is None:
+            stream = self._streams[index] = PayloadStream(self.up)
+        stream.feed(data, t)
+
+    @property
+    def connections(self) -> int:
+        return self.double.connections
 
     def send(self, data: bytes) -> None:
-        conn = self.data_conn
-        if conn is None:
-            raise StackError("the gateway is not connected to the HES")
-        conn.sendall(data)
+        try:
+            self.double.send(data)
+        except AssertionError:
+            raise StackError("the gateway is not connected to the HES") from None
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
-        for c in self._conns:
-            c.close()
-        self.server.close()
+        self.double.stop()
 
 
 # -- the registry ------------------------------------------------------------------------------

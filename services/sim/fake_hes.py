@@ -32,6 +32,7 @@ import struct
 import termios
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 POLL_S = 0.05  # how often the server threads look at their stop flag
@@ -95,8 +96,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: ``on_data(index, data, t)``: connection ``index`` read ``data`` at ``t``
+#: (``time.perf_counter()``), called from that connection's reader thread.
+OnData = Callable[[int, bytes, float], None]
+
+
 class _Conn:
     def __init__(self, sock: socket.socket) -> None:
+        self.index = -1  # its place in FakeHES's connections
         self.sock = sock
         self.data = bytearray()
         self.closed = threading.Event()
@@ -106,7 +113,25 @@ class _Conn:
 
 
 class FakeHES:
-    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None, rcvbuf: int = 0) -> None:
+    """An HES on a real TCP port of 127.0.0.1: the HES double of the tests and the bench.
+
+    It records what each connection reads (``received``, ``data``) unless
+    ``record`` is False, and hands each read to ``on_data`` if given (the
+    bench stamps payloads there); it can hang up, reset, stop reading, stop
+    listening and listen again on the same port, and flood.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        rcvbuf: int = 0,
+        *,
+        on_data: OnData | None = None,
+        record: bool = True,
+    ) -> None:
+        self.on_data = on_data
+        self.record = record
         self.port = port
         self.tls = tls
         self.rcvbuf = rcvbuf
@@ -277,7 +302,12 @@ class FakeHES:
             conn = self._handshake(sock)
             if conn is None:
                 continue
+            try:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
             with self._lock:
+                conn.index = len(self._conns)
                 self._conns.append(conn)
             conn.thread = threading.Thread(target=self._read_loop, args=(conn,), daemon=True)
             conn.thread.start()
@@ -309,8 +339,11 @@ class FakeHES:
                 break
             if not chunk:
                 break
-            with self._lock:
-                conn.data += chunk
+            if self.record:
+                with self._lock:
+                    conn.data += chunk
+            if self.on_data is not None:
+                self.on_data(conn.index, chunk, time.perf_counter())
         if not conn.halt.is_set():
             self._close_conn(conn)
 
