@@ -34,7 +34,7 @@ from typing import Any
 
 import zmq
 
-from common import bus, buskeys
+from common import bus, buskeys, delivery
 
 log = logging.getLogger("meterlink")
 
@@ -325,6 +325,42 @@ class Service:
             self.count_drop("bus.dropped", "bus message dropped reason=outbox_full")
         self._outbox.append(parts)
         self._outbox_bytes += size
+
+    def take_unit(
+        self,
+        rx: delivery.Receiver,
+        ref: bus.Ref,
+        label: str,
+        written: Callable[[], int] | None = None,
+    ) -> bool:
+        """The receiving end of an acknowledged stream: True if unit ``ref`` is
+        the next one (take it in). A unit already had is acknowledged again (up
+        to what ``written()`` says is safe, if given); a unit after a gap asks
+        for the gap; a resync is logged. Counted as ``<label>.duplicates``,
+        ``<label>.gaps``, ``<label>.resyncs``."""
+        verdict = rx.offer(ref.src, ref.inst, ref.n, ref.base)
+        skipped = rx.take_resync()
+        if skipped is not None:
+            self.count_drop(
+                f"{label}.resyncs",
+                f"{label} resync src=%s inst=%d skipped=%d..%d reason=acknowledged_elsewhere",
+                *skipped,
+            )
+        if verdict is delivery.Verdict.ACCEPT:
+            return True
+        if verdict is delivery.Verdict.DUPLICATE:
+            self.counters[f"{label}.duplicates"] += 1
+            if written is not None:
+                rx.made_durable(ref.src, ref.inst, written())
+            durable = rx.durable(ref.src, ref.inst)
+            if durable >= 0:
+                self.send(ref.src, bus.OP_ACK, [ref.inst, durable])
+            return False
+        self.counters[f"{label}.gaps"] += 1
+        want = rx.nack_due(ref.src, ref.inst, time.monotonic())
+        if want is not None:
+            self.send(ref.src, bus.OP_NACK, [ref.inst, want])
+        return False
 
     def count_drop(self, counter: str, message: str, *args: Any, n: int = 1) -> None:
         """Count a drop and log it: the first ten, then every thousandth."""

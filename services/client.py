@@ -1115,29 +1115,10 @@ class Client(Service):
                 n=bad,
             )
         ref = env.ref
-        if ref is not None:
-            verdict = self.rx.offer(ref.src, ref.inst, ref.n, ref.base)
-            skipped = self.rx.take_resync()
-            if skipped is not None:
-                self.count_drop(
-                    "uplink.resyncs",
-                    "uplink resync src=%s inst=%d skipped=%d..%d reason=acknowledged_elsewhere",
-                    *skipped,
-                )
-            if verdict is delivery.Verdict.DUPLICATE:
-                # Sent again after a restart somewhere: we have it (safe, or on
-                # its way to being safe, when the ack follows).
-                self.counters["uplink.duplicates_dropped"] += 1
-                durable = self.rx.durable(ref.src, ref.inst)
-                if durable >= 0:
-                    self.send(ref.src, bus.OP_ACK, [ref.inst, durable])
-                return
-            if verdict is delivery.Verdict.GAP:
-                self.counters["uplink.gaps"] += 1
-                want = self.rx.nack_due(ref.src, ref.inst, time.monotonic())
-                if want is not None:
-                    self.send(ref.src, bus.OP_NACK, [ref.inst, want])
-                return
+        # A unit we already have (sent again after a restart somewhere) is
+        # acknowledged again; one after a gap asks for the gap.
+        if ref is not None and not self.take_unit(self.rx, ref, "uplink"):
+            return
         if ref is not None:
             maybe = self._maybe_sent.get(ref.stream)
             if maybe is not None and ref.n <= maybe and payloads:

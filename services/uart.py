@@ -558,28 +558,12 @@ class Uart(Service):
             # The gateway's own frames (replies to the meter): their own lane.
             self._enqueue(_LANE_GW, frames, None)
             return
-        verdict = self.down.offer(ref.src, ref.inst, ref.n, ref.base)
-        skipped = self.down.take_resync()
-        if skipped is not None:
-            self.count_drop(
-                "downlink.resyncs",
-                "downlink resync src=%s inst=%d skipped=%d..%d reason=acknowledged_elsewhere",
-                *skipped,
-            )
-        if verdict is delivery.Verdict.DUPLICATE:
-            self.counters["downlink.duplicates"] += 1
-            with self._jlock:  # written, even if the writer's word was lost
-                written = self._journaled_marks.get((ref.src, ref.inst), -1)
-            self.down.made_durable(ref.src, ref.inst, written)
-            durable = self.down.durable(ref.src, ref.inst)
-            if durable >= 0:
-                self.send(ref.src, bus.OP_ACK, [ref.inst, durable])
-            return
-        if verdict is delivery.Verdict.GAP:
-            self.counters["downlink.gaps"] += 1
-            want = self.down.nack_due(ref.src, ref.inst, time.monotonic())
-            if want is not None:
-                self.send(ref.src, bus.OP_NACK, [ref.inst, want])
+
+        def written() -> int:  # written, even if the writer's word was lost
+            with self._jlock:
+                return self._journaled_marks.get((ref.src, ref.inst), -1)
+
+        if not self.take_unit(self.down, ref, "downlink", written):
             return
         # Nothing to write (every item was bad) still queues an empty marker,
         # so the unit is acknowledged after those before it, never ahead.
