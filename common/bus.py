@@ -44,6 +44,7 @@ ref    array   optional: ``[src, inst, n, base, t]``, the identity of the unit o
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -183,7 +184,14 @@ def decode_ref(obj: Any) -> Ref:
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in obj[1:4])
         or obj[2] < 0
         or obj[3] < 0
-        or (len(obj) == 5 and not isinstance(obj[4], (int, float)))
+        or (
+            len(obj) == 5
+            and (
+                not isinstance(obj[4], (int, float))
+                or isinstance(obj[4], bool)
+                or not math.isfinite(obj[4])
+            )
+        )
     ):
         raise EnvelopeError("ref must be [src, inst, n >= 0, base >= 0, (t)]")
     return Ref(obj[0], obj[1], obj[2], obj[3], float(obj[4]) if len(obj) == 5 else None)

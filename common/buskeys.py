@@ -128,18 +128,30 @@ class Allowlist:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.refused = 0  # written by the authenticator's thread only
+        self.bad_files = 0  # key files that did not load
         self._keys: frozenset[bytes] = frozenset()
         self._stamp: int | None = None
         self._lock = threading.Lock()
         self.reload()
 
     def reload(self) -> None:
+        """Read every ``*.key`` in the directory; a file that does not load (a
+        half-copied key, one removed meanwhile) is skipped, logged and counted,
+        never fatal: a bad file must not shut everybody out."""
         import zmq.auth
 
         keys: set[bytes] = set()
         stamp = self._mtime()
         if stamp is not None:
-            keys.update(zmq.auth.load_certificates(str(self.directory)))
+            for path in sorted(self.directory.glob("*.key")):
+                try:
+                    public, _secret = zmq.auth.load_certificate(str(path))
+                except (OSError, ValueError) as exc:
+                    self.bad_files += 1
+                    log.warning("bus key skipped file=%s error=%s", path.name, exc)
+                    continue
+                if public:
+                    keys.add(public)
         self._keys = frozenset(keys)
         self._stamp = stamp
 
@@ -150,20 +162,26 @@ class Allowlist:
             return None
 
     def callback(self, domain: str, key: bytes) -> bool:
-        with self._lock:
-            if key in self._keys:
-                return True
-            if self._mtime() != self._stamp:
-                self.reload()
+        """Never raises (an exception would end pyzmq's ZAP thread, and with it
+        every new connection): anything unexpected refuses this one peer."""
+        try:
+            with self._lock:
+                # The directory first: a key removed from it is refused from the
+                # next connection on (revocation), not only unknown keys.
+                if self._mtime() != self._stamp:
+                    self.reload()
                 if key in self._keys:
                     return True
-            self.refused += 1
-            if self.refused <= 10 or self.refused % 1000 == 0:
-                log.warning(
-                    "bus peer refused reason=unknown_key key=%s total=%d",
-                    key.decode(errors="replace"),
-                    self.refused,
-                )
+                self.refused += 1
+                if self.refused <= 10 or self.refused % 1000 == 0:
+                    log.warning(
+                        "bus peer refused reason=unknown_key key=%s total=%d",
+                        key.decode(errors="replace"),
+                        self.refused,
+                    )
+                return False
+        except Exception:
+            log.exception("bus peer refused reason=allowlist_error")
             return False
 
 

@@ -22,6 +22,7 @@ use it, so they always agree and no reason is left out of either.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,6 +49,13 @@ LOSS_KEYS: frozenset[str] = frozenset(
         "events.bad",
         "spool.errors",
         "send.bad",
+        "send.too_long",
+        "marks.errors",
+        "write_dropped",
+        "write_stale",
+        "write_bad",
+        "uplink.resyncs",
+        "downlink.resyncs",
     }
 )
 
@@ -76,6 +84,8 @@ def observe(counters: dict[str, int], name: str, seconds: float) -> None:
     """Count one latency in ``counters`` as histogram counters
     (``latency.<name>.b<i>``, ``.count``, ``.sum_us``): they travel in the
     heartbeat and are totalled across restarts like every counter."""
+    if not math.isfinite(seconds):
+        return  # a ref's time from a broken peer counts nothing
     i = 0
     for i, bound in enumerate(LATENCY_BUCKETS):  # noqa: B007 - i is the bucket found
         if seconds <= bound:
@@ -113,15 +123,28 @@ def drop_reason(key: str) -> str | None:
 class Totals:
     """Per-service counter totals across instances (see the module docstring)."""
 
+    #: Retired instances remembered, so that one heard from again (it was only
+    #: silent for a while: a stalled loop, a slow broker) is not counted twice.
+    GONE_MAX = 256
+
     def __init__(self) -> None:
         self.retired: dict[str, dict[str, int]] = {}
         #: (name, inst) -> [last_seen (monotonic), counters]
         self.live: dict[tuple[str, int], tuple[float, dict[str, int]]] = {}
+        #: (name, inst) -> counters it had when retired (most recent last)
+        self.gone: dict[tuple[str, int], dict[str, int]] = {}
 
     def update(self, name: str, inst: int, counters: Any, now: float) -> None:
         """An instance's latest counters (from a heartbeat)."""
         entry = self.live.get((name, inst))
         last = entry[1] if entry is not None else {}
+        if entry is None and (name, inst) in self.gone:
+            # Back after a silence: its figures leave the retired sum and go on
+            # from where they were, so the total counts them once.
+            last = self.gone.pop((name, inst))
+            dest = self.retired.get(name, {})
+            for key, value in last.items():
+                dest[key] = dest.get(key, 0) - value
         if isinstance(counters, Mapping):
             for key, value in counters.items():
                 if isinstance(key, str) and isinstance(value, int) and not isinstance(value, bool):
@@ -137,6 +160,10 @@ class Totals:
         dest = self.retired.setdefault(name, {})
         for key, value in entry[1].items():
             dest[key] = dest.get(key, 0) + value
+        if inst != -1:
+            self.gone[(name, inst)] = entry[1]
+            while len(self.gone) > self.GONE_MAX:
+                del self.gone[next(iter(self.gone))]
 
     def expire(self, now: float, limit: float) -> None:
         """Retire the instances not heard from for ``limit`` seconds."""
@@ -158,6 +185,7 @@ class Totals:
         return {
             "retired": self.retired,
             "live": [[name, inst, c] for (name, inst), (_s, c) in self.live.items()],
+            "gone": [[name, inst, c] for (name, inst), c in self.gone.items()],
         }
 
     def load(self, doc: Any, now: float) -> None:
@@ -176,6 +204,18 @@ class Totals:
                 and isinstance(item[1], int)
             ):
                 self.update(item[0], item[1], item[2], now)
+        for item in doc.get("gone") or ():
+            if (
+                isinstance(item, list)
+                and len(item) == 3
+                and isinstance(item[0], str)
+                and isinstance(item[1], int)
+                and isinstance(item[2], dict)
+            ):
+                counts = {
+                    k: v for k, v in item[2].items() if isinstance(k, str) and isinstance(v, int)
+                }
+                self.gone[(item[0], item[1])] = counts  # already in the retired sums
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")

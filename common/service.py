@@ -529,10 +529,12 @@ class Service:
                 except Exception:
                     self.counters["timer.errors"] += 1
                     log.exception("timer failed fn=%s", getattr(timer[2], "__name__", timer[2]))
-            if timer[0] >= 0:
-                nearest = min(nearest, timer[0])
         if once:
             self._timers = [t for t in self._timers if t[0] >= 0]
+        # Over the list as it is now: a callback may have scheduled a timer
+        # (call_later) that is due before anything else.
+        for timer in self._timers:
+            nearest = min(nearest, timer[0])
         return nearest
 
     # -- the loop -------------------------------------------------------------------

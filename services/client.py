@@ -1215,9 +1215,10 @@ class Client(Service):
     def _advance(self) -> None:
         """Acknowledge every unit that became safe, after writing its mark.
 
-        The mark goes to the mark file at once (one pwrite): a unit the HES
-        acknowledged whose mark a kill loses reaches the HES twice, the one
-        repeat this design allows; ``sent`` marks let the next client count it.
+        Marks and acks go out together within ``ACK_DELAY_S`` (one pwrite, then
+        one ack per stream): a unit the HES acknowledged whose mark a kill loses
+        reaches the HES twice, the one repeat this design allows; ``sent``
+        marks let the next client count it.
         """
         last = self._safe_units()
         for (src, inst), n in last.items():

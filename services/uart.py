@@ -42,7 +42,7 @@ Counters: ``frames_in`` (sent to the pool), ``bytes_in``, the deframer's
 ``truncated`` (...); ``frames_out``/``bytes_out`` (written whole),
 ``write_errors`` (I/O errors), ``write_timeouts`` (stalls; neither loses a
 frame), ``write_dropped`` (queue full), ``write_stale``, ``write_bad`` (an item
-of a ``write`` that is not bytes, or empty), ``rx_dropped`` (loop behind),
+of a ``write`` that is not bytes, or empty), ``rx_held`` (loop behind: journaled, sent again later),
 ``open_failures``, ``reopens``.
 
 Shutdown: ``on_close`` sets a flag; the port thread sees it within
@@ -345,13 +345,13 @@ class Uart(Service):
         self._write_fault: str | None = None
         self.rs485_state = "off"
         self.last_error = ""
-        self.open_since = 0.0
+        self.open_since = time.time()  # since when open, or closed (display only)
         self.fail_attempts = 0
 
         # Port-thread counts (written only there).
         self._rx = {
             "bytes_in": 0,
-            "rx_dropped": 0,
+            "rx_held": 0,
             "open_failures": 0,
             "reopens": 0,
             "held_waits": 0,
@@ -692,8 +692,8 @@ class Uart(Service):
         # hand-off to the loop under load.
         if self._post([_KIND_FRAMES, msgpack.packb(frames), b"%d" % unit.n, b"%r" % unit.born]):
             return
-        before = self._rx["rx_dropped"]
-        self._rx["rx_dropped"] = before + len(frames)
+        before = self._rx["rx_held"]
+        self._rx["rx_held"] = before + len(frames)
         if before < 10 or before // 1000 != (before + len(frames)) // 1000:
             log.warning(
                 "frames held reason=loop_behind action=send_on_nack_or_timer count=%d total=%d",

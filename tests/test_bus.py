@@ -309,3 +309,33 @@ def test_missing_required_key_is_named(run_dir):
         assert str(exc) == "config key TCP_SERVER.host: missing (it has no default)"
     else:
         raise AssertionError("missing TCP_SERVER.host accepted")
+
+
+def test_a_ref_with_a_time_that_is_not_a_finite_number_is_refused():
+    import math
+
+    import pytest
+
+    for t in (math.nan, math.inf, True):
+        raw = bus.encode_parts("uart", 1, 0, bus.OP_FRAMES, [], ["uart", 1, 0, 0, t])
+        with pytest.raises(bus.EnvelopeError):
+            bus.decode(raw)
+    assert bus.decode(
+        bus.encode_parts("uart", 1, 0, bus.OP_FRAMES, [], ["uart", 1, 0, 0, 1.5])
+    ).ref == bus.Ref("uart", 1, 0, 0, 1.5)
+
+
+def test_a_call_later_made_inside_a_timer_is_due_when_it_says(run_dir):
+    """The poll timeout must see a one-shot timer a callback just scheduled."""
+    cfg = config.validate(base_config(run_dir))
+    cfg["_run_dir"] = str(run_dir)
+    svc = Service("probe2", cfg, inbox=False, heartbeat=False)
+    try:
+        fired: list[str] = []
+        svc.every(100.0, lambda: svc.call_later(0.01, lambda: fired.append("x")), first=0.0)
+        now = time.monotonic()
+        nearest = svc._run_timers(now)
+        assert nearest <= now + 0.011
+        assert svc._run_timers(now + 0.02) and fired == ["x"]
+    finally:
+        svc.close()

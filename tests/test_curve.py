@@ -205,3 +205,27 @@ def _status(stack: Stack, pred, whole: bool = False):
         return None
     doc = json.loads(out.stdout)
     return (doc if whole else doc["summary"]) if pred(doc["summary"]) else None
+
+
+def test_the_allowlist_skips_a_bad_key_file_and_revokes_a_removed_key(tmp_path):
+    """A half-copied key must not shut everybody out (an exception would end
+    pyzmq's ZAP thread), and removing a key refuses it from then on."""
+    import os
+
+    import zmq.auth
+
+    from common.buskeys import Allowlist
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    pub_file, _ = zmq.auth.create_certificates(str(tmp_path), "worker")
+    public, _ = zmq.auth.load_certificate(pub_file)
+    os.replace(pub_file, allowed / "worker.key")
+    allow = Allowlist(allowed)
+    assert allow.callback("*", public)
+    (allowed / "broken.key").write_text("")  # a failed copy
+    assert not allow.callback("*", b"x" * 40)  # refused, no exception
+    assert allow.bad_files == 1
+    assert allow.callback("*", public)  # the others still get in
+    (allowed / "worker.key").unlink()
+    assert not allow.callback("*", public)

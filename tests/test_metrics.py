@@ -322,3 +322,35 @@ def test_the_counting_table_matches_the_codecs_tags():
         **ACSE_TAGS,
     }
     assert want == NAMES
+
+
+def test_an_instance_heard_from_again_after_a_silence_is_counted_once():
+    """A stalled loop misses heartbeats and is retired; when the same process
+    heartbeats again its figures must not be in the total twice."""
+    t = Totals()
+    t.update("uart", 7, {"frames_in": 100}, 0.0)
+    t.expire(2.6, 2.0)
+    assert t.totals()["uart"]["frames_in"] == 100
+    t.update("uart", 7, {"frames_in": 101}, 2.7)
+    assert t.totals()["uart"]["frames_in"] == 101
+    t.update("uart", 8, {"frames_in": 5}, 3.0)  # a new instance adds to it
+    assert t.totals()["uart"]["frames_in"] == 106
+    again = Totals()
+    again.load(json.loads(json.dumps(t.dump())), 10.0)
+    again.expire(20.0, 2.0)
+    again.update("uart", 8, {"frames_in": 6}, 21.0)  # back after a broker restart
+    assert again.totals()["uart"]["frames_in"] == 107
+
+
+def test_loss_counters_of_every_service_have_a_reason():
+    for key in (
+        "write_dropped",
+        "write_stale",
+        "write_bad",
+        "send.too_long",
+        "marks.errors",
+        "uplink.resyncs",
+        "downlink.resyncs",
+    ):
+        assert drop_reason(key) is not None, key
+    assert drop_reason("rx_held") is None  # journaled, sent again: no loss

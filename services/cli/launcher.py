@@ -151,12 +151,16 @@ def precreate_private(conf_text: str, run_dir: Path) -> None:
     """
     for m in re.finditer(r"^(?:logfile|pidfile|stdout_logfile)=(.+)$", conf_text, re.M):
         name = m.group(1).strip()
-        inside = os.path.abspath(name).startswith(os.path.abspath(run_dir) + os.sep)
+        top = os.path.realpath(run_dir) + os.sep
+        inside = os.path.realpath(os.path.dirname(name)).startswith(top) or (
+            os.path.realpath(os.path.dirname(name)) + os.sep == top
+        )
         if not inside or "%(" in name:
-            continue  # /dev/stdout, or anything not ours
+            continue  # /dev/stdout, or anything not ours (symlinks resolved)
         try:
             os.makedirs(os.path.dirname(name), mode=0o700, exist_ok=True)
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+            fd = os.open(name, flags, 0o600)
             os.fchmod(fd, 0o600)
             os.close(fd)
         except OSError:

@@ -86,7 +86,7 @@ def _serial_line(serial: dict[str, Any], now: float) -> str:
         return f"open port={serial.get('port')}" + _since(serial.get("since"), now)
     return (
         f"CLOSED port={serial.get('port')} reason={serial.get('error')!r}"
-        f" attempts={serial.get('attempts', 0)}"
+        f" attempts={serial.get('attempts', 0)}" + _since(serial.get("since"), now)
     )
 
 
