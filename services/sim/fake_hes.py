@@ -24,6 +24,7 @@ Waits have deadlines; nothing here blocks a test for ever.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import select
 import socket
@@ -101,9 +102,19 @@ def free_port() -> int:
 OnData = Callable[[int, bytes, float], None]
 
 
+#: ``on_connect(index, peer)`` / ``on_close(index, reason)``, from its threads.
+OnConnect = Callable[[int, str], None]
+OnClose = Callable[[int, str], None]
+
+
 class _Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.index = -1  # its place in FakeHES's connections
+        self.peer = ""
+        self.txq: collections.deque[bytes] = collections.deque()  # send_to, in order
+        self.tx_pending = 0
+        self.tx_cv = threading.Condition()
+        self.writer: threading.Thread | None = None
         self.sock = sock
         self.data = bytearray()
         self.closed = threading.Event()
@@ -129,9 +140,15 @@ class FakeHES:
         *,
         on_data: OnData | None = None,
         record: bool = True,
+        host: str = "127.0.0.1",
+        on_connect: OnConnect | None = None,
+        on_close: OnClose | None = None,
     ) -> None:
         self.on_data = on_data
+        self.on_connect = on_connect
+        self.on_close = on_close
         self.record = record
+        self.host = host
         self.port = port
         self.tls = tls
         self.rcvbuf = rcvbuf
@@ -150,12 +167,19 @@ class FakeHES:
 
     def start(self) -> FakeHES:
         assert self._listener is None, "already listening"
-        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.rcvbuf:  # inherited by accepted sockets; must be set before listen
-            lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        lst.bind(("127.0.0.1", self.port))
-        lst.listen(16)
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        lst = socket.socket(family, kind, proto)
+        try:
+            lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.rcvbuf:  # inherited by accepted sockets; must be set before listen
+                lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            lst.bind(addr)
+            lst.listen(16)
+        except OSError:
+            lst.close()
+            raise
         self.listening_at = time.monotonic()
         self.port = lst.getsockname()[1]
         self._listener = lst
@@ -252,6 +276,33 @@ class FakeHES:
         assert open_conns, "no open connection to send on"
         open_conns[-1].sock.sendall(data)
 
+    def send_to(self, index: int, data: bytes) -> None:
+        """Queue ``data`` for connection ``index``; a writer thread sends it in
+        order as fast as the peer reads, so the caller never waits."""
+        with self._lock:
+            conn = self._conns[index]
+        if conn.closed.is_set():
+            return
+        with conn.tx_cv:
+            conn.txq.append(data)
+            conn.tx_pending += len(data)
+            if conn.writer is None:
+                conn.writer = threading.Thread(target=self._write_loop, args=(conn,), daemon=True)
+                conn.writer.start()
+            conn.tx_cv.notify()
+
+    def tx_pending(self, index: int) -> int:
+        """Bytes queued by ``send_to`` for connection ``index`` and not yet sent."""
+        with self._lock:
+            conn = self._conns[index]
+        return conn.tx_pending
+
+    def close_conn(self, index: int) -> None:
+        """Hang up connection ``index``."""
+        with self._lock:
+            conn = self._conns[index]
+        self._close_conn(conn, "closed by the HES")
+
     def accepted_at(self, index: int) -> float:
         """Monotonic time at which connection ``index`` was accepted."""
         with self._lock:
@@ -306,9 +357,16 @@ class FakeHES:
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+            try:
+                host, port = sock.getpeername()[:2]
+                conn.peer = f"{host}:{port}"
+            except OSError:
+                conn.peer = "?"
             with self._lock:
                 conn.index = len(self._conns)
                 self._conns.append(conn)
+            if self.on_connect is not None:
+                self.on_connect(conn.index, conn.peer)
             conn.thread = threading.Thread(target=self._read_loop, args=(conn,), daemon=True)
             conn.thread.start()
 
@@ -328,6 +386,7 @@ class FakeHES:
 
     def _read_loop(self, conn: _Conn) -> None:
         conn.sock.settimeout(POLL_S)
+        reason = "closed by the HES"
         while not conn.closed.is_set() and not conn.halt.is_set():
             if not self._reading.wait(POLL_S):
                 continue
@@ -335,9 +394,11 @@ class FakeHES:
                 chunk = conn.sock.recv(65536)
             except (TimeoutError, ssl.SSLWantReadError):
                 continue
-            except OSError:
+            except OSError as exc:
+                reason = f"error:{exc.strerror or exc}"
                 break
             if not chunk:
+                reason = "peer_closed"
                 break
             if self.record:
                 with self._lock:
@@ -345,17 +406,44 @@ class FakeHES:
             if self.on_data is not None:
                 self.on_data(conn.index, chunk, time.perf_counter())
         if not conn.halt.is_set():
-            self._close_conn(conn)
+            self._close_conn(conn, reason)
 
-    def _close_conn(self, conn: _Conn) -> None:
-        if conn.closed.is_set():
-            return
-        conn.closed.set()
+    def _write_loop(self, conn: _Conn) -> None:
+        """``send_to``'s writer: in order, partial sends resumed, never a torn send."""
+        while not conn.closed.is_set():
+            with conn.tx_cv:
+                while not conn.txq and not conn.closed.is_set():
+                    conn.tx_cv.wait(POLL_S)
+                if conn.closed.is_set():
+                    return
+                data = conn.txq.popleft()
+            view = memoryview(data)
+            while view and not conn.closed.is_set():
+                try:
+                    n = conn.sock.send(view)  # the socket's timeout bounds each wait
+                except (TimeoutError, BlockingIOError, ssl.SSLWantWriteError):
+                    continue
+                except OSError as exc:
+                    self._close_conn(conn, f"error:{exc.strerror or exc}")
+                    return
+                view = view[n:]
+                with conn.tx_cv:
+                    conn.tx_pending -= n
+
+    def _close_conn(self, conn: _Conn, reason: str = "closed by the HES") -> None:
+        with self._lock:
+            if conn.closed.is_set():
+                return
+            conn.closed.set()
+        with conn.tx_cv:
+            conn.tx_cv.notify_all()
         try:
             conn.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         conn.sock.close()
+        if self.on_close is not None:
+            self.on_close(conn.index, reason)
 
     def __enter__(self) -> FakeHES:
         return self

@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import selectors
 import signal
-import socket
 import sys
 import time
 from collections import Counter
@@ -63,6 +63,7 @@ from services.sim.dlms import (
     get_request,
     rlrq,
 )
+from services.sim.fake_hes import FakeHES
 from services.sim.meter import Printer, hexs, read_config
 
 DEFAULT_REQUEST_INTERVAL_S = 5.0
@@ -80,8 +81,6 @@ MAX_POLL_S = 0.5
 RELISTEN_RETRY_S = 0.5
 #: Bytes waiting for one gateway to read; beyond it new data for it is dropped (counted).
 TX_BUFFER_MAX = 1024 * 1024
-RECV_SIZE = 65536
-BACKLOG = 8
 
 #: What a session reads, in order: (name, class, OBIS, attribute).
 READS = (
@@ -114,10 +113,9 @@ class Session:
 
 @dataclass
 class Conn:
-    sock: socket.socket
+    index: int  # its connection in the HES double
     name: str
     peer: str
-    tx: bytearray = field(default_factory=bytearray)
     rx_bytes: int = 0
     rx_payloads: int = 0
     tx_bytes: int = 0
@@ -129,7 +127,13 @@ class Conn:
 
 
 class HesSim:
-    """Listener, connections, request timer and link drops in one selector loop."""
+    """The HES simulator: DLMS sessions, the request timer and link drops in one loop.
+
+    Its sockets are the shared HES double's (``services.sim.fake_hes.FakeHES``,
+    the one the tests and the bench use): the double's threads accept, read
+    and write; what they see comes to this loop as events through the wake-up
+    pipe, so the loop alone keeps the sessions and the state.
+    """
 
     def __init__(
         self,
@@ -144,8 +148,11 @@ class HesSim:
         self.host = host
         self.port = port  # after the first bind: the port actually used
         self.sel = selectors.DefaultSelector()
-        self.listener: socket.socket | None = None
+        self.hes: FakeHES | None = None  # listening while set
         self.conns: dict[int, Conn] = {}
+        # What the double's threads saw, for the loop: (kind, index, value).
+        self.events: queue.SimpleQueue[tuple[str, int, Any]] = queue.SimpleQueue()
+        self.wake_w = -1
         self.counters: Counter[str] = Counter()
         self.n_conn = 0
         self.n_iid = 0
@@ -164,13 +171,14 @@ class HesSim:
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
+        self.wake_w = wake_w
         signal.set_wakeup_fd(wake_w)
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGUSR1, self._on_drop)
         self.listen()
-        if self.listener is None:
+        if self.hes is None:
             raise OSError(self.listen_error)
 
     def _on_stop(self, signum: int, _frame: object) -> None:
@@ -180,30 +188,32 @@ class HesSim:
         self.drop_now = True
 
     def listen(self) -> None:
+        hes = FakeHES(
+            self.port,
+            host=self.host,
+            record=False,
+            on_connect=lambda i, peer: self._event("connect", i, peer),
+            on_data=lambda i, data, _t: self._event("data", i, data),
+            on_close=lambda i, reason: self._event("close", i, reason),
+        )
         try:
-            infos = socket.getaddrinfo(
-                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-            family, kind, proto, _, addr = infos[0]
-            sock = socket.socket(family, kind, proto)
+            hes.start()
         except OSError as exc:
             self._listen_failed(exc)
             return
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(BACKLOG)
-        except OSError as exc:
-            sock.close()
-            self._listen_failed(exc)
-            return
-        sock.setblocking(False)
-        self.listener = sock
-        self.port = sock.getsockname()[1]
+        self.hes = hes
+        self.port = hes.port
         self.listen_error = ""
         self.up_since = time.monotonic()
-        self.sel.register(sock, selectors.EVENT_READ, "listen")
         self.say(f"hes listening host={self.host} port={self.port} framing={self.args.framing}")
+
+    def _event(self, kind: str, index: int, value: Any) -> None:
+        """From the double's threads: queue it and wake the loop."""
+        self.events.put((kind, index, value))
+        try:
+            os.write(self.wake_w, b"\0")
+        except OSError:
+            pass  # the pipe is full: the loop is awake anyway
 
     def _listen_failed(self, exc: OSError) -> None:
         err = exc.strerror or str(exc)
@@ -214,17 +224,20 @@ class HesSim:
         self.next_listen = time.monotonic() + RELISTEN_RETRY_S
 
     def close_listener(self) -> None:
-        if self.listener is not None:
-            self.sel.unregister(self.listener)
-            self.listener.close()
-            self.listener = None
+        """Stop listening (and so hang up every connection the double has)."""
+        if self.hes is not None:
+            hes, self.hes = self.hes, None
+            hes.stop()
+            self._handle_events()  # the closes it reported: already dropped here
 
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self.drop(conn, "shutdown")
         self.close_listener()
         if self.wake_r >= 0:
+            signal.set_wakeup_fd(-1)
             os.close(self.wake_r)
+            os.close(self.wake_w)
         self.sel.close()
         stats = " ".join(f"{k}={v}" for k, v in sorted(self.counters.items()))
         self.say(f"hes stopped reason={self.stop_reason or 'done'} {stats}".rstrip())
@@ -238,10 +251,10 @@ class HesSim:
             if self.drop_now:
                 self.drop_now = False
                 self.go_down("sigusr1")
-            elif a.drop_every > 0 and self.listener is not None:
+            elif a.drop_every > 0 and self.hes is not None:
                 if now - self.up_since >= a.drop_every:
                     self.go_down("drop_every")
-            if self.listener is None and now >= self.down_until and now >= self.next_listen:
+            if self.hes is None and now >= self.down_until and now >= self.next_listen:
                 if self.down_until:
                     self.down_until = 0.0
                     self.say("hes back up")
@@ -249,22 +262,33 @@ class HesSim:
             deadlines = [now + MAX_POLL_S]
             for conn in list(self.conns.values()):
                 deadlines.append(self.sessions(conn, now))
-            if self.listener is None:
+            if self.hes is None:
                 deadlines.append(max(self.down_until, self.next_listen))
             elif a.drop_every > 0:
                 deadlines.append(self.up_since + a.drop_every)
-            for key, mask in self.sel.select(max(0.0, min(deadlines) - now)):
-                what = key.data
-                if what == "wake":
+            for key, _mask in self.sel.select(max(0.0, min(deadlines) - now)):
+                if key.data == "wake":
                     self._drain_wakeup()
-                elif what == "listen":
-                    self.accept()
-                elif isinstance(what, Conn) and what.sock.fileno() in self.conns:
-                    if mask & selectors.EVENT_READ:
-                        self.receive(what)
-                    if mask & selectors.EVENT_WRITE and what.sock.fileno() in self.conns:
-                        self.flush(what)
+            self._handle_events()
         return 0
+
+    def _handle_events(self) -> None:
+        while True:
+            try:
+                kind, index, value = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "connect":
+                self.accept(index, value)
+                continue
+            conn = self.conns.get(index)
+            if conn is None:
+                continue  # dropped here already
+            if kind == "data":
+                self.receive(conn, value)
+            else:
+                self.conns.pop(index, None)
+                self.closed(conn, value)
 
     def _drain_wakeup(self) -> None:
         try:
@@ -274,12 +298,15 @@ class HesSim:
             pass
 
     def go_down(self, reason: str) -> None:
-        # The listener goes first: a gateway that sees its connection close and reconnects
-        # at once must be refused, not accepted by a listener about to close.
+        # The listener goes first (the double stops accepting before it hangs up):
+        # a gateway that sees its connection close and reconnects at once must be
+        # refused, not accepted by a listener about to close.
+        conns = list(self.conns.values())
+        self.conns.clear()  # so the double's close events are not reported again
+        for conn in conns:
+            self.closed(conn, reason)
         self.close_listener()
-        dropped = len(self.conns)
-        for conn in list(self.conns.values()):
-            self.drop(conn, reason)
+        dropped = len(conns)
         self.down_until = time.monotonic() + self.args.down_for
         self.counters["drops"] += 1
         self.say(
@@ -289,56 +316,33 @@ class HesSim:
 
     # --- connections ------------------------------------------------------------------------
 
-    def accept(self) -> None:
-        assert self.listener is not None
-        while True:
-            try:
-                sock, addr = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.counters["accept_errors"] += 1
-                self.say(f"hes accept failed err={exc.strerror or exc}")
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.n_conn += 1
-            conn = Conn(sock, f"gw#{self.n_conn}", f"{addr[0]}:{addr[1]}")
-            conn.next_session = time.monotonic() + FIRST_SESSION_S
-            self.conns[sock.fileno()] = conn
-            self.sel.register(sock, selectors.EVENT_READ, conn)
-            self.counters["connections"] += 1
-            self.say(f"hes {conn.name} connected peer={conn.peer} connections={len(self.conns)}")
+    def accept(self, index: int, peer: str) -> None:
+        self.n_conn += 1
+        conn = Conn(index, f"gw#{self.n_conn}", peer)
+        conn.next_session = time.monotonic() + FIRST_SESSION_S
+        self.conns[index] = conn
+        self.counters["connections"] += 1
+        self.say(f"hes {conn.name} connected peer={conn.peer} connections={len(self.conns)}")
 
     def drop(self, conn: Conn, reason: str) -> None:
-        fd = conn.sock.fileno()
-        if self.conns.pop(fd, None) is None:
+        if self.conns.pop(conn.index, None) is None:
             return
-        self.sel.unregister(conn.sock)
-        try:
-            conn.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        conn.sock.close()
-        unsent = f" unsent={len(conn.tx)}" if conn.tx else ""
+        if self.hes is not None:
+            self.hes.close_conn(conn.index)
+        self.closed(conn, reason)
+
+    def closed(self, conn: Conn, reason: str) -> None:
+        if reason.startswith("error:"):
+            self.counters["recv_errors"] += 1
+        pending = self.hes.tx_pending(conn.index) if self.hes is not None else 0
+        unsent = f" unsent={pending}" if pending else ""
         self.say(
             f"hes {conn.name} closed reason={reason} rx_payloads={conn.rx_payloads} "
             f"rx_bytes={conn.rx_bytes} tx_bytes={conn.tx_bytes}{unsent} "
             f"connections={len(self.conns)}"
         )
 
-    def receive(self, conn: Conn) -> None:
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.counters["recv_errors"] += 1
-            self.drop(conn, f"error:{exc.strerror or exc}")
-            return
-        if not data:
-            self.drop(conn, "peer_closed")
-            return
+    def receive(self, conn: Conn, data: bytes) -> None:
         conn.rx_bytes += len(data)
         conn.last_rx = time.monotonic()
         self.counters["rx_bytes"] += len(data)
@@ -501,31 +505,19 @@ class HesSim:
         self.say(f"hes {conn.name} dlms session {outcome}")
 
     def queue(self, conn: Conn, data: bytes, line: str) -> None:
-        if len(conn.tx) + len(data) > TX_BUFFER_MAX:
+        assert self.hes is not None  # conns exist only while listening
+        pending = self.hes.tx_pending(conn.index)
+        if pending + len(data) > TX_BUFFER_MAX:
             self.counters["tx_dropped"] += 1
             self.say(
                 f"hes -> {conn.name} dropped reason=tx_full len={len(data)} "
-                f"pending={len(conn.tx)} total={self.counters['tx_dropped']}"
+                f"pending={pending} total={self.counters['tx_dropped']}"
             )
             return
-        conn.tx += data
+        self.hes.send_to(conn.index, data)
+        conn.tx_bytes += len(data)
+        self.counters["tx_bytes"] += len(data)
         self.say(line)
-        self.flush(conn)
-
-    def flush(self, conn: Conn) -> None:
-        try:
-            n = conn.sock.send(conn.tx)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            self.counters["send_errors"] += 1
-            self.drop(conn, f"error:{exc.strerror or exc}")
-            return
-        del conn.tx[:n]
-        conn.tx_bytes += n
-        self.counters["tx_bytes"] += n
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.tx else 0)
-        self.sel.modify(conn.sock, events, conn)
 
 
 # --- command line ---------------------------------------------------------------------------
