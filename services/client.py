@@ -805,6 +805,11 @@ class Connection(threading.Thread):
                     self._queue.clear()
             self._hand_over_stash()
             now = time.monotonic()
+            if self.t is not t:
+                # Reloaded (SIGHUP): the heartbeat's packet and interval change on
+                # this connection; the framing stays what the connection began with.
+                t = self.t
+                hb_due = now + t.heartbeat_interval if t.heartbeat else float("inf")
             if now >= hb_due:
                 pending.append((framing.encode(t.heartbeat), False))
                 self.stats.heartbeats += 1

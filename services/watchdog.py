@@ -518,19 +518,7 @@ class Watchdog(Service):
             lambda stop: probe_targets(self.targets, self.timeout, stop),
             self._on_probe,
         )
-        self.lqi_worker: Worker | None = None
-        if self.lqi_source == "command":
-            argv = list(lqi["command"])
-            timeout = lqi["timeout_s"]
-            self.lqi_worker = Worker(
-                self,
-                "lqi",
-                lambda stop: read_lqi_command(argv, pattern, timeout, stop),
-                self._on_lqi,
-            )
-        elif self.lqi_source == "at":
-            modem = AtModem(lqi["at_port"], lqi["at_baudrate"], lqi["timeout_s"])
-            self.lqi_worker = Worker(self, "lqi", modem.read, self._on_lqi, cleanup=modem.close)
+        self.lqi_worker = self._lqi_worker(lqi, pattern)
 
         self.on_event(bus.T_NET_STATUS)(self._on_own_status)
         self.on_event(bus.T_LINK_STATUS)(self._on_link)
@@ -540,6 +528,22 @@ class Watchdog(Service):
         self.every(wd["status_interval_s"], self.publish_status)
         self.every(HOUSEKEEPING_S, self._housekeeping)
         self.on_close(self._shutdown)
+
+    def _lqi_worker(self, lqi: dict[str, Any], pattern: re.Pattern[str]) -> Worker | None:
+        """The thread that reads the LQI (``command`` or ``at``); None for ``fixed``."""
+        if lqi["source"] == "command":
+            argv = list(lqi["command"])
+            timeout = lqi["timeout_s"]
+            return Worker(
+                self,
+                "lqi",
+                lambda stop: read_lqi_command(argv, pattern, timeout, stop),
+                self._on_lqi,
+            )
+        if lqi["source"] == "at":
+            modem = AtModem(lqi["at_port"], lqi["at_baudrate"], lqi["timeout_s"])
+            return Worker(self, "lqi", modem.read, self._on_lqi, cleanup=modem.close)
+        return None
 
     # -- start and stop ------------------------------------------------------------
 
@@ -858,6 +862,12 @@ class Watchdog(Service):
             "WATCHDOG.reboot_cmd",
             "WATCHDOG.command_timeout_s",
             "WATCHDOG.lqi.value",
+            "WATCHDOG.lqi.source",
+            "WATCHDOG.lqi.command",
+            "WATCHDOG.lqi.pattern",
+            "WATCHDOG.lqi.at_port",
+            "WATCHDOG.lqi.at_baudrate",
+            "WATCHDOG.lqi.timeout_s",
         }
     )
 
@@ -879,6 +889,8 @@ class Watchdog(Service):
             self.ladder = Ladder(
                 wd["radio_cycle_after"], wd["reboot_after"], wd["ladder_backoff_max"]
             )
+        if any(k.startswith("WATCHDOG.lqi.") and k != "WATCHDOG.lqi.value" for k in changed):
+            self._replace_lqi_source(new)
         if self.lqi_source == "fixed":
             self.lqi = wd["lqi"]["value"]
         log.info(
@@ -887,6 +899,29 @@ class Watchdog(Service):
             self.timeout,
         )
         self.publish_status()
+
+    def _replace_lqi_source(self, new: dict[str, Any]) -> None:
+        """A new LQI source: the old reader stops (a reading under way ends with
+        its own timeout and is ignored), the new one reads at the next tick."""
+        try:
+            pattern = check_config(new)
+        except ConfigError as exc:
+            log.error("reload: keeping the LQI source error=%r", str(exc))
+            return
+        old = self.lqi_worker
+        if old is not None:
+            old.stop()
+            if not old.join(JOIN_TIMEOUT_S):
+                log.warning("lqi reader still busy, left to end on its own")
+        lqi = new["WATCHDOG"]["lqi"]
+        self.lqi_source = lqi["source"]
+        self.lqi = lqi["value"] if self.lqi_source == "fixed" else LQI_UNKNOWN
+        self.lqi_error = None
+        self.lqi_worker = self._lqi_worker(lqi, pattern)
+        if self.lqi_worker is not None:
+            self.lqi_worker.start()
+            self.lqi_worker.kick()
+        log.info("watchdog lqi source now %s", self.lqi_source)
 
     def heartbeat_data(self) -> dict[str, Any]:
         data = super().heartbeat_data()

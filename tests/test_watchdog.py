@@ -511,3 +511,29 @@ def test_bad_lqi_pattern_is_a_clear_config_error(stack, run_dir):
     proc = stack.start("services.watchdog")
     assert proc.popen.wait(10) == 2
     assert "config key WATCHDOG.lqi.pattern: needs a group" in proc.text()
+
+
+def test_sighup_changes_the_lqi_source_without_a_restart(stack, probe, run_dir, listener):
+    """The LQI source is one of the keys a reload applies live: fixed 21, then
+    a command that prints a CSQ line, read by the same process."""
+    csq = run_dir / "csq.txt"
+    csq.write_text("+CSQ: 17,99\r\n")
+    proc, events = start(
+        stack, probe, run_dir, targets=[listener.target], lqi={"source": "fixed", "value": 21}
+    )
+    events.wait(bus.T_NET_STATUS, lambda d: d["lqi"] == 21)
+    cfg = dict(stack.config)
+    cfg["WATCHDOG"] = {
+        **cfg["WATCHDOG"],
+        "lqi": {
+            "source": "command",
+            "command": [sys.executable, "-c", CAT, str(csq)],
+            "pattern": r"\+CSQ: (\d+),",
+        },
+    }
+    stack.write_config(cfg)
+    proc.popen.send_signal(signal.SIGHUP)
+    got = events.wait(bus.T_NET_STATUS, lambda d: d["lqi"] == 17, timeout=15)
+    assert got["lqi_source"] == "command"
+    assert proc.alive() and "lqi source now command" in proc.text()
+    assert "config change needs restart" not in proc.text()
