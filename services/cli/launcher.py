@@ -311,9 +311,19 @@ class Watcher:
                 continue
             line = describe_event(topic, data)
             if topic.startswith(("serial", "link")):
-                self.shown_status[
-                    bus.T_SERIAL_STATUS if topic.startswith("serial") else bus.T_LINK_STATUS
-                ] = ""
+                # The state this event leads to, in the status line's words, so
+                # the next status publication does not say it again.
+                d = data if isinstance(data, dict) else {}
+                state = {
+                    "up": topic == "link.up",
+                    "open": topic == "serial.open",
+                    "host": d.get("host"),
+                    "port": d.get("port"),
+                    "last_error": d.get("reason"),
+                    "error": d.get("reason") or d.get("error"),
+                }
+                key = bus.T_SERIAL_STATUS if topic.startswith("serial") else bus.T_LINK_STATUS
+                self.shown_status[key] = self._status_line(key, state)
             print(f"  gateway | {line}", file=out, flush=True)
 
     @staticmethod
@@ -323,9 +333,13 @@ class Watcher:
         if topic == "serial.status":
             if d.get("open"):
                 return f"serial open port={d.get('port')}"
+            if not d.get("error"):  # not open yet, and nothing failed
+                return f"serial opening port={d.get('port')}"
             return f"serial CLOSED port={d.get('port')} reason={d.get('error')!r}"
         if d.get("up"):
             return f"HES link up {d.get('host')}:{d.get('port')}"
+        if not d.get("last_error"):  # not up yet, and nothing failed
+            return f"HES link connecting {d.get('host')}:{d.get('port')}"
         return f"HES link DOWN {d.get('host')}:{d.get('port')} reason={d.get('last_error')!r}"
 
     def poll_processes(self, out: Any) -> None:
