@@ -228,6 +228,7 @@ class Service:
         self._thread_inboxes: list[ThreadInbox] = []
         self._closers: list[Callable[[], None]] = []
         self._threads: list[threading.Thread] = []
+        self._peers: dict[str, int] = {}  # instance last seen of the broker and a peer
         self._heartbeat = heartbeat
 
         self.push = self._socket(zmq.PUSH, bus.BROKER_IN, sndhwm=bus.SNDHWM)
@@ -361,6 +362,30 @@ class Service:
         if want is not None:
             self.send(ref.src, bus.OP_NACK, [ref.inst, want])
         return False
+
+    def restarted_peers(self, registry: Any, peer: str) -> tuple[list[str], bool]:
+        """From a registry publication: which of the broker and ``peer`` have a
+        new instance since the last publication seen (what they held for us is
+        gone), and whether ``peer`` runs at all."""
+        data = registry if isinstance(registry, dict) else {}
+        seen: dict[str, int] = {}
+        broker = data.get("broker")
+        if isinstance(broker, dict) and isinstance(broker.get("inst"), int):
+            seen[bus.BROKER] = broker["inst"]
+        for svc in data.get("services") or ():
+            if (
+                isinstance(svc, dict)
+                and svc.get("name") == peer
+                and isinstance(svc.get("inst"), int)
+            ):
+                seen[peer] = max(svc["inst"], seen.get(peer, 0))
+        restarted = []
+        for name, inst in seen.items():
+            before = self._peers.get(name)
+            self._peers[name] = inst
+            if before is not None and before != inst:
+                restarted.append(name)
+        return restarted, peer in seen
 
     def count_drop(self, counter: str, message: str, *args: Any, n: int = 1) -> None:
         """Count a drop and log it: the first ten, then every thousandth."""

@@ -1031,7 +1031,6 @@ class Client(Service):
         self.dl: delivery.Sender[list[bytes]] = delivery.Sender(
             bus.CLIENT, self.inst, DOWNLINK_WINDOW_BYTES
         )
-        self._peers: dict[str, int] = {}
         self._cursor: int | None = None  # last spool id handed over
         self._draining = False
         self._drain_from = 0
@@ -1593,20 +1592,8 @@ class Client(Service):
 
     def _on_registry(self, _topic: str, env: bus.Envelope) -> None:
         """A restarted broker or uart lost what it held of ours: send it again."""
-        data = env.data if isinstance(env.data, dict) else {}
-        seen: dict[str, int] = {}
-        broker = data.get("broker")
-        if isinstance(broker, dict) and isinstance(broker.get("inst"), int):
-            seen[bus.BROKER] = broker["inst"]
-        for svc in data.get("services") or ():
-            if isinstance(svc, dict) and svc.get("name") == bus.UART:
-                if isinstance(svc.get("inst"), int):
-                    seen[bus.UART] = max(svc["inst"], seen.get(bus.UART, 0))
-        for name, inst in seen.items():
-            before = self._peers.get(name)
-            self._peers[name] = inst
-            if before is not None and before != inst:
-                self._resend_downlink(self.dl.resend_all(time.monotonic()), f"{name}_restarted")
+        for name in self.restarted_peers(env.data, bus.UART)[0]:
+            self._resend_downlink(self.dl.resend_all(time.monotonic()), f"{name}_restarted")
 
     def _resend_downlink(self, units: list[delivery.Unit[list[bytes]]], reason: str) -> None:
         if not units:

@@ -318,7 +318,6 @@ class Uart(Service):
         # Downlink marks journaled by the writer thread (under _jlock), ahead
         # of self.down until the loop hears of them.
         self._journaled_marks: dict[tuple[str, int], int] = dict(replay.marks)
-        self._peers: dict[str, int] = {}  # broker / client instance last seen
         self._client_seen = True  # a client in the last registry (resend timer)
         self._waiting_room = False  # the port thread waits for room (wake it on acks)
 
@@ -490,23 +489,11 @@ class Uart(Service):
 
     def _on_registry(self, _topic: str, env: bus.Envelope) -> None:
         """A restarted broker or client lost what it held for us: send it again."""
-        data = env.data if isinstance(env.data, dict) else {}
-        seen: dict[str, int] = {}
-        broker = data.get("broker")
-        if isinstance(broker, dict) and isinstance(broker.get("inst"), int):
-            seen[bus.BROKER] = broker["inst"]
-        for svc in data.get("services") or ():
-            if isinstance(svc, dict) and svc.get("name") == bus.CLIENT:
-                if isinstance(svc.get("inst"), int):
-                    seen[bus.CLIENT] = max(svc["inst"], seen.get(bus.CLIENT, 0))
-        self._client_seen = bus.CLIENT in seen
-        for name, inst in seen.items():
-            before = self._peers.get(name)
-            self._peers[name] = inst
-            if before is not None and before != inst:
-                with self._jlock:
-                    units = self.up.resend_all(time.monotonic())
-                self._resend(units, f"{name}_restarted")
+        restarted, self._client_seen = self.restarted_peers(env.data, bus.CLIENT)
+        for name in restarted:
+            with self._jlock:
+                units = self.up.resend_all(time.monotonic())
+            self._resend(units, f"{name}_restarted")
 
     def _delivery_tick(self) -> None:
         now = time.monotonic()
