@@ -127,17 +127,28 @@ class Sender(Generic[T]):
     # -- acknowledgements ----------------------------------------------------------
 
     def ack(self, inst: int, n: int, now: float) -> list[Unit[T]]:
-        """Units of ``inst`` up to ``n`` are safe: release them (returned, oldest first)."""
+        """Units of ``inst`` up to ``n`` are safe: release them (returned, oldest first).
+
+        Acks come per unit, so the common case (the acknowledged units are at
+        the front) costs only what it releases; the whole deque is looked at
+        only when units of another instance are held ahead of them.
+        """
         released: list[Unit[T]] = []
-        kept: collections.deque[Unit[T]] = collections.deque()
-        for unit in self.held:
-            if unit.inst == inst and unit.n <= n:
-                released.append(unit)
-                self.held_bytes -= unit.size
-            else:
-                kept.append(unit)
-        if released:
+        held = self.held
+        while held and held[0].inst == inst and held[0].n <= n:
+            unit = held.popleft()
+            released.append(unit)
+            self.held_bytes -= unit.size
+        if held and held[0].inst != inst:
+            kept: collections.deque[Unit[T]] = collections.deque()
+            for unit in held:
+                if unit.inst == inst and unit.n <= n:
+                    released.append(unit)
+                    self.held_bytes -= unit.size
+                else:
+                    kept.append(unit)
             self.held = kept
+        if released:
             self._waiting_since = now if self.held else None
             self._resend_after = RESEND_MIN_S
         return released

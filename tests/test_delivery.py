@@ -240,3 +240,17 @@ class Link(RuleBasedStateMachine):
 
 TestLink = Link.TestCase
 TestLink.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+
+
+def test_ack_releases_a_stream_held_behind_another_instances_units():
+    """After a lost journal an older epoch's units are held ahead of the new
+    ones: an ack of the new stream must still release exactly its units."""
+    s: Sender[bytes] = Sender("uart", 20, max_bytes=1000)
+    s.adopt(10, 5, b"a", 1, now=0.0)
+    s.adopt(10, 6, b"b", 1, now=0.0)
+    s.submit(b"c", 1, now=0.0)
+    s.submit(b"d", 1, now=0.0)
+    assert [(u.inst, u.n) for u in s.ack(20, 0, now=1.0)] == [(20, 0)]
+    assert [(u.inst, u.n) for u in s.held] == [(10, 5), (10, 6), (20, 1)]
+    assert [(u.inst, u.n) for u in s.ack(10, 6, now=1.0)] == [(10, 5), (10, 6)]
+    assert [(u.inst, u.n) for u in s.held] == [(20, 1)] and s.held_bytes == 1
