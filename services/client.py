@@ -998,6 +998,7 @@ class Client(Service):
         # (spool id or None, payload, its index among the payloads accepted).
         self._inflight: collections.deque[tuple[int | None, bytes, int]] = collections.deque()
         self._inflight_bytes = 0
+        self._direct_n = 0  # entries of _inflight with no spool id (direct)
         # For the spool, gathered until a burst of messages ends.
         self._gathered: list[bytes] = []
         self._gathered_bytes = 0
@@ -1181,6 +1182,7 @@ class Client(Service):
         if direct and self.conn.submit(self._gen, payloads):
             for i, p in enumerate(payloads):
                 self._inflight.append((None, p, first + i))
+            self._direct_n += len(payloads)
             self._inflight_bytes += nbytes
             return
         # One fsynced transaction per burst, not per message: while more
@@ -1196,9 +1198,10 @@ class Client(Service):
 
     def _safe_index(self) -> int:
         """Payloads before this index are safe: spooled or acknowledged by TCP."""
-        for id_, _, index in self._inflight:
-            if id_ is None:
-                return index  # direct, not acknowledged yet (they come first)
+        if self._direct_n:  # only then is the deque walked (it may hold thousands)
+            for id_, _, index in self._inflight:
+                if id_ is None:
+                    return index  # direct, not acknowledged yet (they come first)
         if self._gathered:
             return self._gathered_from
         return self._accepted
@@ -1298,6 +1301,7 @@ class Client(Service):
             # dropped by the spool; the connection may still deliver it).
             if id_ is not None:
                 self._inflight[i] = (id_, p, index)
+                self._direct_n -= 1
                 self._cursor = id_ if self._cursor is None else max(self._cursor, id_)
         self._advance()
         if pump:
@@ -1438,6 +1442,8 @@ class Client(Service):
         nbytes = 0
         for _ in range(min(n, len(self._inflight))):
             id_, d, _index = self._inflight.popleft()
+            if id_ is None:
+                self._direct_n -= 1
             self._inflight_bytes -= len(d)
             nbytes += len(d)
             if id_ is not None:
@@ -1531,6 +1537,7 @@ class Client(Service):
         acknowledged them."""
         direct = [(d, index) for id_, d, index in self._inflight if id_ is None]
         self._inflight.clear()
+        self._direct_n = 0
         self._inflight_bytes = 0
         self._cursor = None
         if not direct:

@@ -825,3 +825,45 @@ def test_spool_policy_across_an_hes_outage(stack, run_dir, probe, policy, framin
             client.wait_log(f"spool dropped reason=policy policy=pushes n={dropped}")
     finally:
         hes.stop()
+
+
+def test_a_unit_is_acknowledged_only_once_the_hes_tcp_has_its_payloads(stack, run_dir, probe):
+    """Direct payloads (not spooled) are safe only when the HES's TCP has
+    acknowledged them: while the HES's window is shut the client must not tell
+    the uart to let go of them, and must once the HES reads again."""
+    hes = FakeHES().start()
+    relay = Relay(hes.port, rcvbuf=PEER_RCVBUF).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        acks = probe.inbox(bus.UART)
+        start_client(stack, run_dir, relay.port)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        relay.pause()
+        n = 60  # 60 KiB: under the direct path's bound, over what the shut window takes
+        items = kib_items(random.Random(5), n)
+        for i, item in enumerate(items):
+            env = bus.Envelope(
+                "resolver", 1, i, time.time(), bus.OP_SEND, [item], bus.Ref("uart", 77, i, 0)
+            )
+            probe.push.send_multipart([bus.CLIENT.encode(), bus.encode(env)])
+        wait_for(Stalled(lambda: relay.inq(0)), 15, "the relay's window to shut")
+
+        def highest(timeout: float) -> int:
+            top, deadline = -1, time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if acks.poll(int(left * 1000) + 1):
+                    env = bus.decode(acks.recv_multipart()[-1])
+                    if env.op == bus.OP_ACK and env.data[0] == 77:
+                        top = max(top, env.data[1])
+            return top
+
+        # Acks of the units the window took may come; the last one's may not.
+        stalled = highest(1.0)
+        assert stalled < n - 1, f"unit {stalled} acknowledged while its bytes were unacknowledged"
+        relay.resume()
+        assert wait_for(lambda: highest(0.5) == n - 1, 15, f"the ack of unit {n - 1}")
+        assert hes.data().endswith(items[-1])
+    finally:
+        relay.stop()
+        hes.stop()
