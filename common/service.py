@@ -222,6 +222,8 @@ class Service:
         self._handlers: dict[str, Handler] = {}
         self._event_handlers: list[tuple[str, Callable[[str, bus.Envelope], None]]] = []
         self._sockets: dict[Any, Callable[[], None]] = {}
+        # Polled for POLLOUT while a write waits for room (``watch_writable``).
+        self._writers: dict[Any, Callable[[], None]] = {}
         self._timers: list[list[Any]] = []
         self._outbox: collections.deque[list[bytes]] = collections.deque()
         self._outbox_bytes = 0
@@ -265,6 +267,16 @@ class Service:
 
     def remove_socket(self, sock: Any) -> None:
         self._sockets.pop(sock, None)
+        self._writers.pop(sock, None)
+
+    def watch_writable(self, sock: Any, handler: Callable[[], None] | None) -> None:
+        """Call ``handler`` in the loop once ``sock`` (a zmq socket or an int
+        file descriptor: the poller reports fds as ints) is writable, on every pass until it is called with None:
+        a write that would block waits for room in the loop, not in a thread."""
+        if handler is None:
+            self._writers.pop(sock, None)
+        else:
+            self._writers[sock] = handler
 
     def thread_inbox(
         self, name: str, handler: Callable[[list[bytes]], None], hwm: int = 10_000
@@ -612,24 +624,24 @@ class Service:
     def _loop(self) -> None:
         poller = zmq.Poller()
         registered: dict[Any, int] = {}
+        readers, writers = self._sockets, self._writers
         while not self._stop.is_set():
-            # (Re)register what changed: sockets come and go with connections.
-            for sock in list(registered):
-                if sock not in self._sockets and sock is not self.push:
-                    poller.unregister(sock)
-                    del registered[sock]
-            for sock in self._sockets:
-                if sock not in registered:
-                    poller.register(sock, zmq.POLLIN)
-                    registered[sock] = zmq.POLLIN
-            want_out = bool(self._outbox)
-            if want_out != (self.push in registered):
-                if want_out:
-                    poller.register(self.push, zmq.POLLOUT)
-                    registered[self.push] = zmq.POLLOUT
-                else:
-                    poller.unregister(self.push)
-                    del registered[self.push]
+            # (Re)register what changed: sockets come and go with connections,
+            # and a socket is polled for POLLOUT only while a write waits.
+            wanted: dict[Any, int] = dict.fromkeys(readers, zmq.POLLIN)
+            for sock in writers:
+                wanted[sock] = wanted.get(sock, 0) | zmq.POLLOUT
+            if self._outbox:
+                wanted[self.push] = zmq.POLLOUT
+            if wanted != registered:
+                for sock in list(registered):
+                    if sock not in wanted:
+                        poller.unregister(sock)
+                        del registered[sock]
+                for sock, flags in wanted.items():
+                    if registered.get(sock) != flags:
+                        poller.register(sock, flags)  # registers or modifies
+                        registered[sock] = flags
             now = time.monotonic()
             nearest = self._run_timers(now)
             # Rounded up: rounding down polls with 0 in a timer's last
@@ -641,13 +653,20 @@ class Service:
                 if exc.errno == zmq.ETERM:
                     break
                 raise
-            for sock, _ev in events:
+            for sock, ev in events:
                 if sock is self.push:
                     self._flush_outbox()
                     continue
-                handler = self._sockets.get(sock)
-                if handler is not None:
-                    self.guarded("poll", handler)
+                # An error or hang-up wakes the reader (its read reports it),
+                # else the writer.
+                if ev & ~zmq.POLLOUT:
+                    handler = readers.get(sock) or writers.get(sock)
+                    if handler is not None:
+                        self.guarded("poll", handler)
+                if ev & zmq.POLLOUT:
+                    handler = writers.get(sock)
+                    if handler is not None:
+                        self.guarded("poll", handler)
             if self._outbox:
                 self._flush_outbox()
 

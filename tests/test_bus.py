@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -338,4 +340,47 @@ def test_a_call_later_made_inside_a_timer_is_due_when_it_says(run_dir):
         assert nearest <= now + 0.011
         assert svc._run_timers(now + 0.02) and fired == ["x"]
     finally:
+        svc.close()
+
+
+def test_a_write_that_would_block_waits_for_room_in_the_loop(run_dir):
+    """``watch_writable``: a raw socket with a full send buffer is polled for
+    POLLOUT in the service loop, and the handler runs once there is room."""
+
+    cfg = config.validate(base_config(run_dir))
+    cfg["_run_dir"] = str(run_dir)
+    svc = Service("probe3", cfg, inbox=False, heartbeat=False)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sent += a.send(b"x" * 65536)
+        calls: list[int] = []
+
+        def writable() -> None:
+            calls.append(a.send(b"y"))
+            svc.watch_writable(a.fileno(), None)
+            svc.stop()
+
+        svc.watch_writable(a.fileno(), writable)
+
+        def drain() -> None:
+            got = 0
+            while got < sent:
+                got += len(b.recv(1 << 20))
+
+        read_some = threading.Timer(0.1, drain)
+        read_some.start()
+        runner = threading.Thread(target=svc._loop, daemon=True)
+        runner.start()
+        runner.join(5.0)
+        read_some.join(5.0)
+        assert not runner.is_alive(), "the loop never saw the socket writable"
+        assert calls == [1]
+        assert sent > 0
+    finally:
+        a.close()
+        b.close()
         svc.close()
