@@ -13,11 +13,15 @@ all: venv
 
 venv: $(STAMP)
 
+## The checkout goes on sys.path as a plain .pth line (editable_mode=compat):
+## setuptools' default editable finder imports pathlib, urllib and ipaddress
+## at every interpreter's start, half a megabyte in each service process.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterlink needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat -e .
 	touch $(STAMP)
 
 ## Start the whole stack with the meter and HES simulators, in the foreground (Ctrl-C stops).

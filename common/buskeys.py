@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -231,6 +230,8 @@ def generate(directory: Path, names: list[str], force: bool = False) -> list[str
                 os.chmod(directory / f"{name}{suffix}", 0o600)
             if name != BROKER:
                 _private_dir(allowed)
+                import shutil  # here: `meterlink keys` only, not every process
+
                 shutil.copyfile(directory / f"{name}.key", allowed / f"{name}.key")
                 os.chmod(allowed / f"{name}.key", 0o600)
         return report

@@ -19,9 +19,7 @@ No I/O beyond looking at files and module specs.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
-import ipaddress
 import os
 import re
 from typing import Any
@@ -88,6 +86,8 @@ def schema_errors(schema: dict[str, Any], doc: Any, path: tuple[str, ...] = ()) 
             if name in props:
                 errors.extend(schema_errors(props[name], value, (*path, name)))
             elif extra is False:
+                import difflib  # only when a key is wrong
+
                 near = difflib.get_close_matches(name, list(props), n=1, cutoff=0.6)
                 hint = f" (did you mean '{near[0]}'?)" if near else ""
                 known = ", ".join(props)
@@ -125,6 +125,8 @@ def is_loopback(host: str) -> bool:
     """True for a loopback address or ``localhost``; a name is never resolved."""
     if host == "localhost":
         return True
+    import ipaddress  # here: the config checks, not every running process
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
