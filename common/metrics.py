@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from common import promtext
+
 #: Counter keys that count a loss although their name does not say "drop":
 #: frames the deframer or a worker threw away, and reasons from the spool.
 LOSS_KEYS: frozenset[str] = frozenset(
@@ -267,50 +269,44 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def families(snap: Mapping[str, Any], version: str) -> Iterator[Any]:
+def families(snap: Mapping[str, Any], version: str) -> Iterator[promtext.Family]:
     """Metric families for one snapshot: ``{"registry", "link", "serial", "net"}``.
 
     ``registry`` is what the broker publishes on ``registry`` (with ``totals``);
     the others are the last values of the state topics, or None if never seen.
     """
-    from prometheus_client.core import (
-        CounterMetricFamily,
-        GaugeMetricFamily,
-        InfoMetricFamily,
-    )
-
     reg = snap.get("registry") or {}
     totals: dict[str, dict[str, int]] = reg.get("totals") or {}
-    yield InfoMetricFamily("meterlink_build", "meterlink version", value={"version": version})
+    yield promtext.info("meterlink_build", "meterlink version", {"version": version})
 
-    named: dict[str, CounterMetricFamily] = {}
+    named: dict[str, promtext.Family] = {}
     for series, help_, service, key in NAMED_COUNTERS:
         fam = named.get(series)
         if fam is None:
-            fam = named[series] = CounterMetricFamily(series, help_, labels=["service"])
-        fam.add_metric([service], totals.get(service, {}).get(key, 0))
+            fam = named[series] = promtext.counter(series, help_, ["service"])
+        fam.add([service], totals.get(service, {}).get(key, 0))
     yield from named.values()
 
-    drops = CounterMetricFamily(
+    drops = promtext.counter(
         "meterlink_drops",
         "Everything lost, by the service that counted it and the reason",
-        labels=["service", "reason"],
+        ["service", "reason"],
     )
-    every = CounterMetricFamily(
+    every = promtext.counter(
         "meterlink_counter",
         "Every counter meterlink status shows, by service and counter name",
-        labels=["service", "counter"],
+        ["service", "counter"],
     )
-    apdus = CounterMetricFamily(
+    apdus = promtext.counter(
         "meterlink_dlms_apdus",
         "DLMS APDUs in 0x2100 payloads by direction and name (first byte only)",
-        labels=["direction", "apdu"],
+        ["direction", "apdu"],
     )
     dlms: dict[tuple[str, str], int] = {}
     for service in sorted(totals):
         by_reason: dict[str, int] = {}
         for key, value in sorted(totals[service].items()):
-            every.add_metric([service, key], value)
+            every.add([service, key], value)
             reason = drop_reason(key)
             if reason is not None:
                 by_reason[reason] = by_reason.get(reason, 0) + value
@@ -319,18 +315,18 @@ def families(snap: Mapping[str, Any], version: str) -> Iterator[Any]:
                     k = (direction, key[len(prefix) :])
                     dlms[k] = dlms.get(k, 0) + value
         for reason, value in sorted(by_reason.items()):
-            drops.add_metric([service, reason], value)
+            drops.add([service, reason], value)
     for (direction, name), value in sorted(dlms.items()):
-        apdus.add_metric([direction, name], value)
+        apdus.add([direction, name], value)
     yield drops
     yield apdus
     yield every
     yield from _latency_families(totals)
 
-    def gauge(name: str, help_: str, value: Any) -> Iterator[Any]:
+    def gauge(name: str, help_: str, value: Any) -> Iterator[promtext.Family]:
         v = _num(value)
         if v is not None:
-            yield GaugeMetricFamily(name, help_, value=v)
+            yield promtext.gauge(name, help_).add([], v)
 
     broker = reg.get("broker") or {}
     pool = broker.get("pool") or {}
@@ -343,15 +339,15 @@ def families(snap: Mapping[str, Any], version: str) -> Iterator[Any]:
     yield from gauge(
         "meterlink_queued_frames", "Frames waiting for a worker", pool.get("queued_frames")
     )
-    up = GaugeMetricFamily(
-        "meterlink_service_up", "Live instances of each service (heartbeating)", labels=["service"]
+    up = promtext.gauge(
+        "meterlink_service_up", "Live instances of each service (heartbeating)", ["service"]
     )
     live: dict[str, int] = {}
     for svc in reg.get("services") or ():
         if isinstance(svc, dict) and isinstance(svc.get("name"), str):
             live[svc["name"]] = live.get(svc["name"], 0) + 1
     for name in sorted(live):
-        up.add_metric([name], live[name])
+        up.add([name], live[name])
     yield up
 
     serial = snap.get("serial")
@@ -379,11 +375,9 @@ def families(snap: Mapping[str, Any], version: str) -> Iterator[Any]:
         yield from gauge("meterlink_lqi", "Signal quality (99: unknown)", net.get("lqi"))
 
 
-def _latency_families(totals: Mapping[str, Mapping[str, int]]) -> Iterator[Any]:
-    from prometheus_client.core import HistogramMetricFamily
-
+def _latency_families(totals: Mapping[str, Mapping[str, int]]) -> Iterator[promtext.Family]:
     for name, (series, help_) in LATENCIES.items():
-        fam = HistogramMetricFamily(series, help_, labels=["service"])
+        fam = promtext.histogram(series, help_, ["service"])
         prefix = _LAT + name
         for service in sorted(totals):
             counts = totals[service]
@@ -396,5 +390,5 @@ def _latency_families(totals: Mapping[str, Mapping[str, int]]) -> Iterator[Any]:
                 buckets.append((repr(bound), running))
             running += counts.get(f"{prefix}.b{len(LATENCY_BUCKETS)}", 0)
             buckets.append(("+Inf", running))
-            fam.add_metric([service], buckets, counts.get(prefix + ".sum_us", 0) / 1e6)
+            fam.add_histogram([service], buckets, counts.get(prefix + ".sum_us", 0) / 1e6)
         yield fam

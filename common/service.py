@@ -270,9 +270,10 @@ class Service:
         self._writers.pop(sock, None)
 
     def watch_writable(self, sock: Any, handler: Callable[[], None] | None) -> None:
-        """Call ``handler`` in the loop once ``sock`` (a zmq socket or an int
-        file descriptor: the poller reports fds as ints) is writable, on every pass until it is called with None:
-        a write that would block waits for room in the loop, not in a thread."""
+        """Call ``handler`` in the loop whenever ``sock`` is writable, until
+        called again with None: a write that would block waits for room in
+        the loop, not in a thread. ``sock`` is a zmq socket or an int file
+        descriptor (the poller reports raw fds as ints)."""
         if handler is None:
             self._writers.pop(sock, None)
         else:

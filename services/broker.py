@@ -25,6 +25,7 @@ It binds every bus endpoint (see ``common.bus``) and, in one poll loop:
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import os
@@ -536,6 +537,7 @@ class Broker:
             self.xpub: self._on_xpub,
         }
         out_registered: set[str] = set()
+        metrics_fds: dict[int, int] = {}  # the endpoint's fds, as registered
         next_house = time.monotonic()
         next_registry = time.monotonic() + bus.REGISTRY_INTERVAL
         next_private = time.monotonic()
@@ -548,6 +550,8 @@ class Broker:
                 elif not want and name in out_registered:
                     poller.unregister(self.inboxes[name])
                     out_registered.discard(name)
+            if self.metrics is not None:
+                metrics_fds = self._poll_metrics(poller, metrics_fds)
             now = time.monotonic()
             timeout = max(0.0, min(next_house, next_registry) - now)
             events = poller.poll(math.ceil(timeout * 1000))  # up: no busy last ms
@@ -559,12 +563,16 @@ class Broker:
                     self._flush_pending(self._inbox_names[sock])
                 elif sock == self._wake_fd:
                     self._stop.drain()
+                elif sock in metrics_fds and self.metrics is not None:
+                    self._guarded(functools.partial(self.metrics.handle, sock))
             if self.pool_state.queue:
                 self._guarded(self._assign)
             now = time.monotonic()
             if now >= next_house:
                 next_house = now + bus.HEARTBEAT_INTERVAL
                 self._expire(now)
+                if self.metrics is not None:
+                    self.metrics.expire(now)
                 for name, pending in self.pending.items():
                     if pending:
                         self._flush_pending(name)
@@ -575,6 +583,18 @@ class Broker:
             if now >= next_private:
                 next_private = now + PRIVATE_SWEEP_S
                 self._guarded(self._make_private)
+
+    def _poll_metrics(self, poller: zmq.Poller, registered: dict[int, int]) -> dict[int, int]:
+        """Bring the poller in line with the endpoint's fds (they come and go
+        with scrapes): a closed one is unregistered before the next poll."""
+        want = self.metrics.wanted()
+        if want != registered:
+            for fd in registered.keys() - want.keys():
+                poller.unregister(fd)
+            for fd, flags in want.items():
+                if registered.get(fd) != flags:
+                    poller.register(fd, flags)
+        return want
 
     def close(self) -> None:
         if self.metrics is not None:

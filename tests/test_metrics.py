@@ -9,14 +9,18 @@ The scrape test runs the whole stack under supervisord (the chaos tests'
 from __future__ import annotations
 
 import json
+import math
+import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import bus
+from common import bus, promtext
 from common.dlms import count_apdu
 from common.metrics import Totals, drop_reason, families
 from services.cli import status
@@ -99,8 +103,6 @@ def test_count_apdu_looks_at_the_first_byte_only():
 
 
 def test_families_expose_totals_drops_and_gauges():
-    from prometheus_client import CollectorRegistry, generate_latest
-
     snap = {
         "registry": {
             "broker": {"pool": {"workers": 2, "inflight_jobs": 1, "queued_frames": 0}},
@@ -114,13 +116,8 @@ def test_families_expose_totals_drops_and_gauges():
         "net": {"up": True, "lqi": 21},
     }
 
-    class C:
-        def collect(self):
-            return families(snap, "1.2.3")
-
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(C())
-    got = samples(generate_latest(reg).decode())
+    # Parsed by prometheus_client's own parser: the page is what Prometheus reads.
+    got = samples(promtext.render(families(snap, "1.2.3")).decode())
     assert got[("meterlink_frames_total", (("service", "uart"),))] == 9
     assert got[("meterlink_drops_total", (("reason", "bad_fcs"), ("service", "uart")))] == 1
     key = ("meterlink_dlms_apdus_total", (("apdu", "get-response"), ("direction", "meter_to_hes")))
@@ -354,3 +351,55 @@ def test_loss_counters_of_every_service_have_a_reason():
     ):
         assert drop_reason(key) is not None, key
     assert drop_reason("rx_held") is None  # journaled, sent again: no loss
+
+
+def test_the_page_escapes_labels_and_help_and_writes_histograms_as_prometheus_reads_them():
+    fam = promtext.counter("x_events", "help with \\ and\nnewline", ["who"])
+    fam.add(['a "quoted" \\ value\nnext'], 3)
+    hist = promtext.histogram("x_seconds", "h", ["who"])
+    hist.add_histogram(["a"], [("0.001", 1), ("0.01", 4), ("+Inf", 5)], 0.25)
+    page = promtext.render([fam, hist, promtext.gauge("x_up", "g").add([], float("nan"))])
+    parsed = {f.name: f for f in text_string_to_metric_families(page.decode())}
+    assert parsed["x_events"].type == "counter"
+    assert parsed["x_events"].documentation == "help with \\ and\nnewline"
+    (sample,) = parsed["x_events"].samples
+    assert sample.name == "x_events_total"
+    assert sample.labels == {"who": 'a "quoted" \\ value\nnext'} and sample.value == 3
+    got = {(s.name, s.labels.get("le")): s.value for s in parsed["x_seconds"].samples}
+    assert got[("x_seconds_bucket", "+Inf")] == 5 and got[("x_seconds_count", None)] == 5
+    assert got[("x_seconds_sum", None)] == 0.25
+    assert math.isnan(parsed["x_up"].samples[0].value)
+
+
+def test_the_endpoint_answers_while_a_client_hangs_and_refuses_what_it_does_not_serve(
+    stack, run_dir
+):
+    """The endpoint lives in the broker's loop: a connection that never sends
+    its request holds neither the other scrapes nor the bus."""
+    port = free_port()
+    stack.write_config(dict(stack.config, METRICS={"listen": f"127.0.0.1:{port}"}))
+    broker = stack.start("services.broker")
+    broker.wait_log("metrics serving")
+    hung = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        hung[0].sendall(b"GET /metr")  # half a request, never finished
+        wait_for(lambda: value(port, "meterlink_resolver_workers") == 0, 10, "a page")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", method="HEAD")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200 and resp.read() == b""
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        for path, method, code in (("/nope", "GET", 404), ("/metrics", "POST", 405)):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=5)
+            assert err.value.code == code
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as big:
+            big.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"y" * 9000)
+            assert big.recv(100).startswith(b"HTTP/1.1 431 ")
+        # The bus is served meanwhile: a worker that starts now is seen.
+        stack.start("services.resolver")
+        wait_for(lambda: value(port, "meterlink_resolver_workers") == 1, 10, "a worker")
+    finally:
+        for s in hung:
+            s.close()
+    assert broker.alive()
