@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import logging
 import math
 import os
@@ -112,6 +113,7 @@ class Broker:
         self.totals = Totals()
         self.totals_path = Path(self.run_dir) / TOTALS_FILE
         self.totals.load(read_totals(self.totals_path), time.monotonic())
+        self._totals_text = ""  # what was last written
         self.metrics_snapshot: dict[str, Any] = {}
         self.metrics: Any = None
 
@@ -480,11 +482,16 @@ class Broker:
                 snap["link"] = svc["link"]
             elif svc.get("name") == bus.UART and "open" in svc:
                 snap["serial"] = svc
-        self.metrics_snapshot = snap  # one reference swap: the HTTP thread reads it
+        self.metrics_snapshot = snap  # what the endpoint renders on a scrape
 
     def _save_totals(self) -> None:
+        # Written when something changed: an idle gateway writes nothing.
+        text = json.dumps(self.totals.dump())
+        if text == self._totals_text:
+            return
         try:
             self.totals.save(self.totals_path)
+            self._totals_text = text
         except OSError as exc:
             self.counters["metrics.save_errors"] += 1
             log.warning("totals not saved error=%s", exc)
