@@ -31,7 +31,6 @@ import functools
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -53,9 +52,9 @@ def enabled(bus_cfg: dict[str, Any]) -> bool:
     return bool((bus_cfg.get("curve") or {}).get("enabled"))
 
 
-def keys_dir(bus_cfg: dict[str, Any], run_dir: str) -> Path:
+def keys_dir(bus_cfg: dict[str, Any], run_dir: str) -> str:
     path = (bus_cfg.get("curve") or {}).get("keys_dir") or os.path.join(run_dir, "keys")
-    return Path(path.replace("{run_dir}", run_dir))
+    return str(path.replace("{run_dir}", run_dir))
 
 
 @functools.lru_cache(maxsize=16)
@@ -85,10 +84,10 @@ def client(sock: zmq.Socket[Any], bus_cfg: dict[str, Any], run_dir: str, name: s
     if not enabled(bus_cfg):
         return
     d = keys_dir(bus_cfg, run_dir)
-    key_name = name if (d / f"{name}.key_secret").exists() else _fallback(name)
+    key_name = name if os.path.exists(os.path.join(d, f"{name}.key_secret")) else _fallback(name)
     try:
-        server_public, _ = _load(str(d / f"{BROKER}.key"), False)
-        public, secret = _load(str(d / f"{key_name}.key_secret"), True)
+        server_public, _ = _load(os.path.join(d, f"{BROKER}.key"), False)
+        public, secret = _load(os.path.join(d, f"{key_name}.key_secret"), True)
     except KeysMissing as exc:
         raise _fatal(exc) from None
     sock.curve_secretkey = secret
@@ -112,7 +111,9 @@ def server(sock: zmq.Socket[Any], bus_cfg: dict[str, Any], run_dir: str) -> None
     if not enabled(bus_cfg):
         return
     try:
-        public, secret = _load(str(keys_dir(bus_cfg, run_dir) / f"{BROKER}.key_secret"), True)
+        public, secret = _load(
+            os.path.join(keys_dir(bus_cfg, run_dir), f"{BROKER}.key_secret"), True
+        )
     except KeysMissing as exc:
         raise _fatal(exc) from None
     sock.zap_domain = ZAP_DOMAIN.encode()
@@ -124,8 +125,8 @@ def server(sock: zmq.Socket[Any], bus_cfg: dict[str, Any], run_dir: str) -> None
 class Allowlist:
     """ZAP credentials provider: only public keys found in ``allowed/`` get in."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = os.fspath(directory)
         self.refused = 0  # written by the authenticator's thread only
         self.bad_files = 0  # key files that did not load
         self._keys: frozenset[bytes] = frozenset()
@@ -142,12 +143,16 @@ class Allowlist:
         keys: set[bytes] = set()
         stamp = self._mtime()
         if stamp is not None:
-            for path in sorted(self.directory.glob("*.key")):
+            try:
+                names = sorted(n for n in os.listdir(self.directory) if n.endswith(".key"))
+            except OSError:
+                names = []  # removed since its stamp was taken: no keys, as when missing
+            for file in names:
                 try:
-                    public, _secret = zmq.auth.load_certificate(str(path))
+                    public, _secret = zmq.auth.load_certificate(os.path.join(self.directory, file))
                 except (OSError, ValueError) as exc:
                     self.bad_files += 1
-                    log.warning("bus key skipped file=%s error=%s", path.name, exc)
+                    log.warning("bus key skipped file=%s error=%s", file, exc)
                     continue
                 if public:
                     keys.add(public)
@@ -156,7 +161,7 @@ class Allowlist:
 
     def _mtime(self) -> int | None:
         try:
-            return self.directory.stat().st_mtime_ns
+            return os.stat(self.directory).st_mtime_ns
         except OSError:
             return None
 
@@ -190,7 +195,7 @@ def authenticator(ctx: zmq.Context[Any], bus_cfg: dict[str, Any], run_dir: str) 
         return None
     from zmq.auth.thread import ThreadAuthenticator
 
-    allow = Allowlist(keys_dir(bus_cfg, run_dir) / ALLOWED)
+    allow = Allowlist(os.path.join(keys_dir(bus_cfg, run_dir), ALLOWED))
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("meterlink.zap"))
     auth.start()
     auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=allow)
@@ -201,12 +206,12 @@ def authenticator(ctx: zmq.Context[Any], bus_cfg: dict[str, Any], run_dir: str) 
 # -- meterlink keys ---------------------------------------------------------------------------
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
 
 
-def generate(directory: Path, names: list[str], force: bool = False) -> list[str]:
+def generate(directory: str | os.PathLike[str], names: list[str], force: bool = False) -> list[str]:
     """Key pairs for ``names`` in ``directory`` (kept if present unless ``force``).
 
     Every participant's public key (not the broker's) is copied to
@@ -214,26 +219,28 @@ def generate(directory: Path, names: list[str], force: bool = False) -> list[str
     """
     import zmq.auth
 
+    directory = os.fspath(directory)
     old = os.umask(0o077)
     try:
         _private_dir(directory)
-        allowed = directory / ALLOWED
+        allowed = os.path.join(directory, ALLOWED)
         report = []
         for name in names:
-            secret = directory / f"{name}.key_secret"
-            if secret.exists() and not force:
+            secret = os.path.join(directory, f"{name}.key_secret")
+            if os.path.exists(secret) and not force:
                 report.append(f"kept    {secret}")
             else:
-                zmq.auth.create_certificates(str(directory), name)
+                zmq.auth.create_certificates(directory, name)
                 report.append(f"created {secret}")
             for suffix in (".key", ".key_secret"):
-                os.chmod(directory / f"{name}{suffix}", 0o600)
+                os.chmod(os.path.join(directory, f"{name}{suffix}"), 0o600)
             if name != BROKER:
                 _private_dir(allowed)
                 import shutil  # here: `meterlink keys` only, not every process
 
-                shutil.copyfile(directory / f"{name}.key", allowed / f"{name}.key")
-                os.chmod(allowed / f"{name}.key", 0o600)
+                public = f"{name}.key"
+                shutil.copyfile(os.path.join(directory, public), os.path.join(allowed, public))
+                os.chmod(os.path.join(allowed, public), 0o600)
         return report
     finally:
         os.umask(old)

@@ -22,7 +22,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 ENV_CONFIG = "METERLINK_CONFIG"
@@ -264,7 +263,7 @@ SCHEMA: dict[str, Any] = _obj(
     ("UART", "TCP_SERVER"),
 )
 
-GENERATED = Path(__file__).with_name("_config_schema.py")
+GENERATED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_config_schema.py")
 
 
 _IMPORT_LINE = "from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException\n"
@@ -367,8 +366,8 @@ def _expand(value: Any, run_dir: str) -> Any:
     return value
 
 
-def config_path() -> Path:
-    return Path(os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+def config_path() -> str:
+    return os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
 
 
 def run_dir() -> str:
@@ -378,11 +377,14 @@ def run_dir() -> str:
     return path
 
 
-def load(path: str | Path | None = None, run_directory: str | None = None) -> dict[str, Any]:
+def load(
+    path: str | os.PathLike[str] | None = None, run_directory: str | None = None
+) -> dict[str, Any]:
     """Read, validate and expand the configuration file."""
-    file = Path(path) if path is not None else config_path()
+    file = os.fspath(path) if path is not None else config_path()
     try:
-        text = file.read_text(encoding="utf-8")
+        with open(file, encoding="utf-8") as fh:
+            text = fh.read()
     except OSError as exc:
         raise ConfigError(f"config file {file}: {exc.strerror or exc}") from None
     try:
@@ -402,20 +404,21 @@ def load(path: str | Path | None = None, run_directory: str | None = None) -> di
     services = expanded["BUS"]["services"]
     services.extend(name for name in expanded["EXTENSIONS"] if name not in services)
     expanded["_run_dir"] = rd
-    expanded["_path"] = str(file.absolute())
+    expanded["_path"] = os.path.abspath(file)
     return expanded
 
 
 def _main(argv: list[str]) -> int:
     if argv == ["--generate"]:
-        GENERATED.write_text(generate_validator(), encoding="utf-8")
-        print(f"wrote {GENERATED.name}")
+        with open(GENERATED, "w", encoding="utf-8") as fh:
+            fh.write(generate_validator())
+        print(f"wrote {os.path.basename(GENERATED)}")
         return 0
     print("usage: python -m common.config --generate", file=sys.stderr)
     return 2
 
 
-def load_or_exit(path: str | Path | None = None) -> dict[str, Any]:
+def load_or_exit(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """``load``, but a bad file ends the process with the message and status 2."""
     try:
         return load(path)

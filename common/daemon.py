@@ -30,13 +30,13 @@ every other change as ``config change needs restart key=...``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import stat
 import sys
-from pathlib import Path
 from typing import Any
 
 #: Exit status for every error that a restart cannot fix: a config error, a
@@ -98,16 +98,18 @@ def private_umask() -> None:
     os.umask(0o077)
 
 
-def check_run_dir(path: str | os.PathLike[str], create: bool = True) -> Path:
-    """Create the run directory 0700, or refuse one that others can read."""
-    p = Path(path).absolute()
+def check_run_dir(path: str | os.PathLike[str], create: bool = True) -> str:
+    """Create the run directory 0700, or refuse one that others can read.
+
+    Returns its absolute path."""
+    p = os.path.abspath(path)
     if create:
         try:
-            p.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(p, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise RunDirError(f"run directory {p}: {exc.strerror or exc}") from None
     try:
-        st = p.stat()
+        st = os.stat(p)
     except OSError as exc:
         raise RunDirError(f"run directory {p}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(st.st_mode):
@@ -126,7 +128,7 @@ def check_run_dir(path: str | os.PathLike[str], create: bool = True) -> Path:
 class LockHeld(Exception):
     """Another live process holds the lock; ``pid`` is its pid (0 if unknown)."""
 
-    def __init__(self, name: str, path: Path, pid: int) -> None:
+    def __init__(self, name: str, path: str, pid: int) -> None:
         super().__init__(f"{name} is already running in this run directory (pid {pid}, {path})")
         self.name = name
         self.path = path
@@ -142,11 +144,12 @@ class PidLock:
 
     def __init__(self, run_dir: str | os.PathLike[str], name: str) -> None:
         self.name = name
-        self.path = Path(run_dir) / "pids" / f"{name}.pid"
+        self.path = os.path.join(run_dir, "pids", f"{name}.pid")
         self._fd: int | None = None
 
     def acquire(self) -> PidLock:
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.dirname(self.path), mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,7 +194,7 @@ def worker_lock(run_dir: str | os.PathLike[str], name: str | None) -> PidLock:
             return PidLock(run_dir, f"resolver-{i}").acquire()
         except LockHeld:
             continue
-    raise LockHeld("resolver", Path(run_dir) / "pids", 0)
+    raise LockHeld("resolver", os.path.join(run_dir, "pids"), 0)
 
 
 def service_parser(name: str, doc: str | None, worker: bool = False) -> argparse.ArgumentParser:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import collections
 import enum
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -51,15 +50,24 @@ STREAMS_MAX = 64
 NACK_REPEAT_S = 0.5
 
 
-@dataclass(slots=True)
 class Unit(Generic[T]):
     """One held unit: its stream instance, number, size and the caller's item."""
 
-    inst: int
-    n: int
-    size: int
-    item: T
-    born: float = 0.0  # monotonic time it was taken (for latency figures)
+    # A plain class (not a dataclass): dataclasses costs every process its own memory.
+    __slots__ = ("inst", "n", "size", "item", "born")
+
+    def __init__(self, inst: int, n: int, size: int, item: T, born: float = 0.0) -> None:
+        self.inst = inst
+        self.n = n
+        self.size = size
+        self.item = item
+        self.born = born  # monotonic time it was taken (for latency figures)
+
+    def __repr__(self) -> str:
+        return (
+            f"Unit(inst={self.inst!r}, n={self.n!r}, size={self.size!r}, "
+            f"item={self.item!r}, born={self.born!r})"
+        )
 
 
 class Sender(Generic[T]):
@@ -195,12 +203,22 @@ class Verdict(enum.Enum):
     GAP = "gap"
 
 
-@dataclass(slots=True)
 class StreamState:
-    accepted: int  # last unit taken in (-1: none)
-    durable: int  # last unit made safe (-1: none)
-    nacked: int = -1  # unit last asked for ...
-    nacked_at: float = -1e18  # ... and when
+    __slots__ = ("accepted", "durable", "nacked", "nacked_at")
+
+    def __init__(
+        self, accepted: int, durable: int, nacked: int = -1, nacked_at: float = -1e18
+    ) -> None:
+        self.accepted = accepted  # last unit taken in (-1: none)
+        self.durable = durable  # last unit made safe (-1: none)
+        self.nacked = nacked  # unit last asked for ...
+        self.nacked_at = nacked_at  # ... and when
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamState(accepted={self.accepted!r}, durable={self.durable!r}, "
+            f"nacked={self.nacked!r}, nacked_at={self.nacked_at!r})"
+        )
 
 
 class Receiver:

@@ -47,7 +47,6 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -62,17 +61,29 @@ class JournalError(Exception):
     """The journal cannot be opened, read or written."""
 
 
-@dataclass
 class Replay:
     """What a journal held at open: units not acknowledged, in order, and marks."""
 
-    units: list[tuple[int, int, list[bytes]]] = field(default_factory=list)
-    marks: dict[tuple[str, int], int] = field(default_factory=dict)
-    partial: bytes = b""  # bytes read toward a frame not complete yet
-    epoch: int = 0  # 0: a new journal (``open`` makes one)
-    next_n: int = 0  # the next unit number of the epoch
-    torn_bytes: int = 0  # bytes of a partial last record, cut off
-    records: int = 0
+    def __init__(
+        self,
+        units: list[tuple[int, int, list[bytes]]] | None = None,
+        marks: dict[tuple[str, int], int] | None = None,
+        partial: bytes = b"",
+        epoch: int = 0,
+        next_n: int = 0,
+        torn_bytes: int = 0,
+        records: int = 0,
+    ) -> None:
+        self.units = [] if units is None else units
+        self.marks = {} if marks is None else marks
+        self.partial = partial  # bytes read toward a frame not complete yet
+        self.epoch = epoch  # 0: a new journal (``open`` makes one)
+        self.next_n = next_n  # the next unit number of the epoch
+        self.torn_bytes = torn_bytes  # bytes of a partial last record, cut off
+        self.records = records
+
+    def __repr__(self) -> str:
+        return f"Replay({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 class Journal:

@@ -25,7 +25,6 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from common import promtext
@@ -219,15 +218,17 @@ class Totals:
                 }
                 self.gone[(item[0], item[1])] = counts  # already in the retired sums
 
-    def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.dump()))
+    def save(self, path: str | os.PathLike[str]) -> None:
+        tmp = os.fspath(path) + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(self.dump()))
         os.replace(tmp, path)
 
 
-def read_totals(path: Path) -> Any:
+def read_totals(path: str | os.PathLike[str]) -> Any:
     try:
-        return json.loads(path.read_text())
+        with open(path) as fh:
+            return json.loads(fh.read())
     except (OSError, ValueError):
         return None
 

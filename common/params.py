@@ -23,14 +23,13 @@ Gateway asks, meter answers::
     SET (C1)            pid data            <- MeterSet(pid, data)
     GET response (C4)   pid plen data       -> MeterGetResponse(pid, data)
 
-Each message is a frozen dataclass that checks its fields when built, has ``to_info()``
+Each message is a frozen value that checks its fields when built, has ``to_info()``
 and ``from_info(info)`` (raising ``ParamError``), its ``cmd`` and ``to_frame(protocol)``.
 A reply keeps the protocol id of the request it answers: use ``reply(request, message)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Final, Self
 
 from common.rfc1662 import (
@@ -131,19 +130,57 @@ TAG_NAMES: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Value:
+class _Frozen:
+    """An immutable value whose fields are ``__match_args__``: compared, hashed and shown
+    by them, equal only to the same class (what a frozen dataclass gives, without the
+    memory that importing ``dataclasses`` costs every process). Subclasses name their
+    fields in ``__slots__`` and set them in ``__init__`` with ``object.__setattr__``."""
+
+    __slots__ = ()
+    __match_args__: ClassVar[tuple[str, ...]] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple([getattr(self, name) for name in self.__match_args__])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Frozen) and other.__class__ is self.__class__:
+            return self._fields() == other._fields()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
+        return f"{type(self).__qualname__}({args})"
+
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
+        return (type(self), self._fields())
+
+
+_set = object.__setattr__
+
+
+class Value(_Frozen):
     """A typed parameter value, A-XDR encoded as ``tag [len] value``.
 
     ``value`` is ``bytes`` for CHAR and STR (at most 255 bytes) and DATETIME (exactly
     12 bytes), and an ``int`` in range for INT8U, INT16U and INT32U.
     """
 
+    __slots__ = ("tag", "value")
+    __match_args__ = ("tag", "value")
     tag: int
     value: bytes | int
 
-    def __post_init__(self) -> None:
-        tag, v = self.tag, self.value
+    def __init__(self, tag: int, value: bytes | int) -> None:
+        v = value
         if tag in _INT_SIZES:
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ParamError(f"{TAG_NAMES[tag]} value must be an int, got {v!r}")
@@ -160,6 +197,8 @@ class Value:
                 raise ParamError(f"{TAG_NAMES[tag]} value is {len(v)} bytes, max 255")
         else:
             raise ParamError(f"unknown value tag {tag!r}")
+        _set(self, "tag", tag)
+        _set(self, "value", value)
 
     @classmethod
     def char(cls, text: str | bytes) -> Value:
@@ -340,7 +379,7 @@ def _parse_typed(info: bytes, what: str) -> tuple[int, int, Value]:
 # --- messages ---------------------------------------------------------------------------
 
 
-class Message:
+class Message(_Frozen):
     """Base of the 0x2200 messages: each sets ``cmd`` and implements the layout."""
 
     __slots__ = ()
@@ -358,18 +397,21 @@ class Message:
         return Frame(protocol, self.cmd, self.to_info())
 
 
-@dataclass(frozen=True, slots=True)
 class GetRequest(Message):
     """Meter -> gateway GET (C0): info ``pid`` (untyped) or ``pid rid`` (typed)."""
 
     cmd: ClassVar[int] = CMD_GET
+    __slots__ = ("pid", "rid")
+    __match_args__ = ("pid", "rid")
     pid: int
-    rid: int | None = None
+    rid: int | None
 
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
-        if self.rid is not None:
-            _check_u16("rid", self.rid)
+    def __init__(self, pid: int, rid: int | None = None) -> None:
+        _check_u16("pid", pid)
+        if rid is not None:
+            _check_u16("rid", rid)
+        _set(self, "pid", pid)
+        _set(self, "rid", rid)
 
     @property
     def typed(self) -> bool:
@@ -389,18 +431,21 @@ class GetRequest(Message):
         raise ParamError(f"GET: info must be 2 or 4 bytes, got {len(info)}")
 
 
-@dataclass(frozen=True, slots=True)
 class _PlenData(Message):
     """The layout ``pid plen data``, shared by two messages."""
 
     what: ClassVar[str] = "pid plen data"
     cmd: ClassVar[int] = CMD_GET_RESP
+    __slots__ = ("pid", "data")
+    __match_args__ = ("pid", "data")
     pid: int
     data: bytes
 
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
-        _check_bytes("data", self.data, 0xFF)
+    def __init__(self, pid: int, data: bytes) -> None:
+        _check_u16("pid", pid)
+        _check_bytes("data", data, 0xFF)
+        _set(self, "pid", pid)
+        _set(self, "data", data)
 
     def to_info(self) -> bytes:
         return _pid_bytes(self.pid) + bytes((len(self.data),)) + self.data
@@ -411,26 +456,30 @@ class _PlenData(Message):
         return cls(pid, bytes(data))
 
 
-@dataclass(frozen=True, slots=True)
 class GetResponse(_PlenData):
     """Gateway -> meter untyped GET response (C4): ``pid plen data`` (LQI: ``03 80 01 xx``)."""
 
+    __slots__ = ()
     what: ClassVar[str] = "GET response"
 
 
-@dataclass(frozen=True, slots=True)
 class _Typed(Message):
     """The typed layout ``pid plen rid tag [len] value``, shared by two messages."""
 
     what: ClassVar[str] = "typed message"
+    __slots__ = ("pid", "rid", "value")
+    __match_args__ = ("pid", "rid", "value")
     pid: int
     rid: int
     value: Value
 
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
-        _check_u16("rid", self.rid)
-        _check_typed_value(self.value)
+    def __init__(self, pid: int, rid: int, value: Value) -> None:
+        _check_u16("pid", pid)
+        _check_u16("rid", rid)
+        _check_typed_value(value)
+        _set(self, "pid", pid)
+        _set(self, "rid", rid)
+        _set(self, "value", value)
 
     def to_info(self) -> bytes:
         return _typed_body(self.pid, self.rid, self.value)
@@ -440,23 +489,25 @@ class _Typed(Message):
         return cls(*_parse_typed(info, cls.what))
 
 
-@dataclass(frozen=True, slots=True)
 class TypedGetResponse(_Typed):
     """Gateway -> meter typed GET response (C4): ``pid plen rid tag [len] value``."""
 
     cmd: ClassVar[int] = CMD_GET_RESP
     what: ClassVar[str] = "typed GET response"
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
 class GetError(Message):
     """GET error response (C8): ``pid 01 0C``."""
 
     cmd: ClassVar[int] = CMD_GET_ERROR
+    __slots__ = ("pid",)
+    __match_args__ = ("pid",)
     pid: int
 
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
+    def __init__(self, pid: int) -> None:
+        _check_u16("pid", pid)
+        _set(self, "pid", pid)
 
     def to_info(self) -> bytes:
         return _pid_bytes(self.pid) + bytes((1, ACK_FAILED))
@@ -469,26 +520,29 @@ class GetError(Message):
         return cls(pid)
 
 
-@dataclass(frozen=True, slots=True)
 class SetRequest(_Typed):
     """Meter -> gateway SET (C1): ``pid plen rid tag [len] value``."""
 
     cmd: ClassVar[int] = CMD_SET
     what: ClassVar[str] = "SET"
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
 class SetResponse(Message):
     """SET response (C5): ``pid 01 ack``, ack ``00`` success or ``0C`` failed."""
 
     cmd: ClassVar[int] = CMD_SET_RESP
+    __slots__ = ("pid", "ok")
+    __match_args__ = ("pid", "ok")
     pid: int
     ok: bool
 
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
-        if not isinstance(self.ok, bool):
-            raise ParamError(f"ok must be a bool, got {self.ok!r}")
+    def __init__(self, pid: int, ok: bool) -> None:
+        _check_u16("pid", pid)
+        if not isinstance(ok, bool):
+            raise ParamError(f"ok must be a bool, got {ok!r}")
+        _set(self, "pid", pid)
+        _set(self, "ok", ok)
 
     def to_info(self) -> bytes:
         return _pid_bytes(self.pid) + bytes((1, ACK_OK if self.ok else ACK_FAILED))
@@ -501,15 +555,17 @@ class SetResponse(Message):
         return cls(pid, body[0] == ACK_OK)
 
 
-@dataclass(frozen=True, slots=True)
 class Event(Message):
     """Meter -> gateway EVENT (C2): the event bytes, opaque here."""
 
     cmd: ClassVar[int] = CMD_EVENT
+    __slots__ = ("data",)
+    __match_args__ = ("data",)
     data: bytes
 
-    def __post_init__(self) -> None:
-        _check_bytes("data", self.data)
+    def __init__(self, data: bytes) -> None:
+        _check_bytes("data", data)
+        _set(self, "data", data)
 
     def to_info(self) -> bytes:
         return self.data
@@ -522,11 +578,11 @@ class Event(Message):
 _EVENT_ACK_INFO: Final = b"\x01\x00"
 
 
-@dataclass(frozen=True, slots=True)
 class EventAck(Message):
     """Gateway -> meter acknowledgement of an EVENT: info ``01 00``, sent with cmd BF."""
 
     cmd: ClassVar[int] = CMD_SERIAL_NET
+    __slots__ = ()
 
     def to_info(self) -> bytes:
         return _EVENT_ACK_INFO
@@ -538,15 +594,17 @@ class EventAck(Message):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
 class MeterGet(Message):
     """Gateway -> meter GET (C0): info ``pid``."""
 
     cmd: ClassVar[int] = CMD_GET
+    __slots__ = ("pid",)
+    __match_args__ = ("pid",)
     pid: int
 
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
+    def __init__(self, pid: int) -> None:
+        _check_u16("pid", pid)
+        _set(self, "pid", pid)
 
     def to_info(self) -> bytes:
         return _pid_bytes(self.pid)
@@ -558,17 +616,20 @@ class MeterGet(Message):
         return cls(_pid(info, "meter GET"))
 
 
-@dataclass(frozen=True, slots=True)
 class MeterSet(Message):
     """Gateway -> meter SET (C1): info ``pid`` then the value bytes (e.g. ``11 05``)."""
 
     cmd: ClassVar[int] = CMD_SET
+    __slots__ = ("pid", "data")
+    __match_args__ = ("pid", "data")
     pid: int
     data: bytes
 
-    def __post_init__(self) -> None:
-        _check_u16("pid", self.pid)
-        _check_bytes("data", self.data)
+    def __init__(self, pid: int, data: bytes) -> None:
+        _check_u16("pid", pid)
+        _check_bytes("data", data)
+        _set(self, "pid", pid)
+        _set(self, "data", data)
 
     @classmethod
     def of(cls, pid: int, value: Value) -> MeterSet:
@@ -583,10 +644,10 @@ class MeterSet(Message):
         return cls(_pid(info, "meter SET"), bytes(info[2:]))
 
 
-@dataclass(frozen=True, slots=True)
 class MeterGetResponse(_PlenData):
     """Meter -> gateway answer (C4) to the gateway's GET or SET: ``pid plen data``."""
 
+    __slots__ = ()
     what: ClassVar[str] = "meter GET response"
 
 

@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
-from pathlib import Path
 from typing import Any, Final
 
 from common.params import (
@@ -77,6 +76,11 @@ RACY_WINDOW_NS: Final = 2_000_000_000
 TYPE_NAMES: Final = TAG_NAMES  # kept under this name for callers of the store
 
 _Sig = tuple[int, int, int]  # (mtime_ns, inode, size)
+
+#: Names tried for a temporary file before ``set`` gives up (a clash needs a dead
+#: process's leftover with the same pid, counter and 32 random bits).
+_TEMP_ATTEMPTS: Final = 100
+_temp_seq = itertools.count()
 
 
 # --- values as JSON and for display ------------------------------------------------------
@@ -150,10 +154,11 @@ class ParamStore:
         filename: str = PARAMS_FILE,
         counters: MutableMapping[str, int] | None = None,
     ) -> None:
-        self.directory = Path(directory)
-        self.path = self.directory / filename
-        self.lock_path = self.directory / (filename + ".lock")
-        self.corrupt_path = self.directory / (filename + ".corrupt")
+        self.directory = os.fspath(directory)
+        self.filename = filename
+        self.path = os.path.join(self.directory, filename)
+        self.lock_path = self.path + ".lock"
+        self.corrupt_path = self.path + ".corrupt"
         self.counters: MutableMapping[str, int] = counters if counters is not None else Counter()
         self._values: dict[int, Value] = {}
         self._sig: _Sig | None = None
@@ -307,7 +312,7 @@ class ParamStore:
             "params": {f"{pid:04x}": value_to_json(v) for pid, v in sorted(values.items())},
         }
         data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.directory)
+        fd, tmp = self._create_temp()
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -327,3 +332,18 @@ class ParamStore:
         self._corrupt = False
         self._sig = self._stat()
         self._read_at = time.time_ns()
+
+    def _create_temp(self) -> tuple[int, str]:
+        """A new private file beside the data file, as ``tempfile.mkstemp`` makes one
+        (``O_EXCL``, mode 0600) without importing ``tempfile`` into every process: the
+        name holds the pid, a counter and random bits, and a clash (a file left by a
+        dead process) takes the next name."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _ in range(_TEMP_ATTEMPTS):
+            name = f"{self.filename}.{os.getpid()}.{next(_temp_seq)}.{os.urandom(4).hex()}.tmp"
+            tmp = os.path.join(self.directory, name)
+            try:
+                return os.open(tmp, flags, 0o600), tmp
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free temporary file name in {self.directory}")

@@ -27,45 +27,94 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+# Plain classes with slots, not dataclasses: dataclasses costs every process its own memory.
 
-@dataclass(slots=True)
+
 class Job:
     """Frames from one source message, waiting for or held by a worker."""
 
-    id: int
-    key: str  # the ordering stream: the source's name
-    ordinal: int  # position in that stream
-    env: bytes  # the source's envelope, forwarded untouched
-    nframes: int
-    ref: Any = None  # the source message's delivery ref (wire form), if any
-    attempts: int = 0
-    worker: bytes | None = None
+    __slots__ = ("id", "key", "ordinal", "env", "nframes", "ref", "attempts", "worker")
+
+    def __init__(
+        self,
+        id: int,
+        key: str,
+        ordinal: int,
+        env: bytes,
+        nframes: int,
+        ref: Any = None,
+        attempts: int = 0,
+        worker: bytes | None = None,
+    ) -> None:
+        self.id = id
+        self.key = key  # the ordering stream: the source's name
+        self.ordinal = ordinal  # position in that stream
+        self.env = env  # the source's envelope, forwarded untouched
+        self.nframes = nframes
+        self.ref = ref  # the source message's delivery ref (wire form), if any
+        self.attempts = attempts
+        self.worker = worker
+
+    def __repr__(self) -> str:
+        return (
+            f"Job(id={self.id!r}, key={self.key!r}, ordinal={self.ordinal!r}, "
+            f"env={self.env!r}, nframes={self.nframes!r}, ref={self.ref!r}, "
+            f"attempts={self.attempts!r}, worker={self.worker!r})"
+        )
 
 
-@dataclass(slots=True)
 class Worker:
-    ident: bytes
-    capacity: int
-    last_seen: float
-    pid: int = 0
-    inflight: dict[int, Job] = field(default_factory=dict)
+    __slots__ = ("ident", "capacity", "last_seen", "pid", "inflight")
+
+    def __init__(
+        self,
+        ident: bytes,
+        capacity: int,
+        last_seen: float,
+        pid: int = 0,
+        inflight: dict[int, Job] | None = None,
+    ) -> None:
+        self.ident = ident
+        self.capacity = capacity
+        self.last_seen = last_seen
+        self.pid = pid
+        self.inflight: dict[int, Job] = {} if inflight is None else inflight
+
+    def __repr__(self) -> str:
+        return (
+            f"Worker(ident={self.ident!r}, capacity={self.capacity!r}, "
+            f"last_seen={self.last_seen!r}, pid={self.pid!r}, inflight={self.inflight!r})"
+        )
 
     @property
     def credit(self) -> int:
         return self.capacity - len(self.inflight)
 
 
-@dataclass(slots=True)
 class Stream:
     """Release order for one source: results wait here until their turn."""
 
-    next_ordinal: int = 0
-    next_release: int = 0
-    done: dict[int, tuple[Job, Any]] = field(default_factory=dict)
-    last_active: float = 0.0
+    __slots__ = ("next_ordinal", "next_release", "done", "last_active")
+
+    def __init__(
+        self,
+        next_ordinal: int = 0,
+        next_release: int = 0,
+        done: dict[int, tuple[Job, Any]] | None = None,
+        last_active: float = 0.0,
+    ) -> None:
+        self.next_ordinal = next_ordinal
+        self.next_release = next_release
+        self.done: dict[int, tuple[Job, Any]] = {} if done is None else done
+        self.last_active = last_active
+
+    def __repr__(self) -> str:
+        return (
+            f"Stream(next_ordinal={self.next_ordinal!r}, next_release={self.next_release!r}, "
+            f"done={self.done!r}, last_active={self.last_active!r})"
+        )
 
 
 #: A released job and its outputs (None: it failed and is released empty).

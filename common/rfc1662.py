@@ -24,7 +24,6 @@ from __future__ import annotations
 import array
 import binascii
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
@@ -136,38 +135,66 @@ class TooLong(FrameError):
 # --- frame value ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Frame:
     """One meter-side frame: ``protocol`` (16 bit), ``cmd`` (8 bit) and ``info`` bytes.
 
     Fields are checked when built; a bad one raises ``ValueError``. ``info`` may be given
-    as any bytes-like object and is stored as ``bytes``.
+    as any bytes-like object and is stored as ``bytes``. Frames are immutable values:
+    equal (and hashing alike) when their fields are.
     """
+
+    # A plain class rather than a frozen dataclass: the same behaviour, without the
+    # memory that importing dataclasses costs every process.
+    __slots__ = ("protocol", "cmd", "info")
+    __match_args__ = ("protocol", "cmd", "info")
 
     protocol: int
     cmd: int
     info: bytes
 
-    def __post_init__(self) -> None:
-        p = self.protocol
+    def __init__(self, protocol: int, cmd: int, info: bytes) -> None:
+        p = protocol
         if type(p) is not int:
             if not isinstance(p, int) or isinstance(p, bool):
                 raise ValueError(f"frame protocol must be an int, got {p!r}")
-            _set_protocol(self, p := int(p))
+            p = int(p)
         if not 0 <= p <= 0xFFFF:
             raise ValueError(f"frame protocol must be in 0..0xFFFF, got {p!r}")
-        c = self.cmd
+        c = cmd
         if type(c) is not int:
             if not isinstance(c, int) or isinstance(c, bool):
                 raise ValueError(f"frame cmd must be an int, got {c!r}")
-            _set_cmd(self, c := int(c))
+            c = int(c)
         if not 0 <= c <= 0xFF:
             raise ValueError(f"frame cmd must be in 0..0xFF, got {c!r}")
-        info: object = self.info
-        if type(info) is not bytes:
-            if not isinstance(info, (bytearray, memoryview)):
-                raise ValueError(f"frame info must be bytes, got {type(info).__name__}")
-            _set_info(self, bytes(info))
+        i: object = info
+        if type(i) is not bytes:
+            if not isinstance(i, (bytearray, memoryview)):
+                raise ValueError(f"frame info must be bytes, got {type(i).__name__}")
+            i = bytes(i)
+        _set_protocol(self, p)
+        _set_cmd(self, c)
+        _set_info(self, i)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Frame is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Frame is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Frame:
+            return NotImplemented
+        return self.protocol == other.protocol and self.cmd == other.cmd and self.info == other.info
+
+    def __hash__(self) -> int:
+        return hash((self.protocol, self.cmd, self.info))
+
+    def __repr__(self) -> str:
+        return f"Frame(protocol={self.protocol!r}, cmd={self.cmd!r}, info={self.info!r})"
+
+    def __reduce__(self) -> tuple[type[Frame], tuple[int, int, bytes]]:
+        return (Frame, (self.protocol, self.cmd, self.info))
 
 
 # The slot descriptors let the codec fill a Frame without the frozen __setattr__ guard and

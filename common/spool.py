@@ -48,7 +48,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 #: Rows read per step while looking for the cut-off of a size or age drop.
 _SCAN_STEP = 512
@@ -81,14 +80,37 @@ class SpoolError(Exception):
     """The spool database cannot be opened or written (disk full, corrupt file...)."""
 
 
-@dataclass(slots=True)
 class Dropped:
     """What a bound removed: entry counts and bytes, by reason."""
 
-    size: int = 0
-    size_bytes: int = 0
-    age: int = 0
-    age_bytes: int = 0
+    # A plain class, not a dataclass: dataclasses costs every process its own memory.
+    __slots__ = ("size", "size_bytes", "age", "age_bytes")
+
+    def __init__(
+        self, size: int = 0, size_bytes: int = 0, age: int = 0, age_bytes: int = 0
+    ) -> None:
+        self.size = size
+        self.size_bytes = size_bytes
+        self.age = age
+        self.age_bytes = age_bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"Dropped(size={self.size!r}, size_bytes={self.size_bytes!r}, "
+            f"age={self.age!r}, age_bytes={self.age_bytes!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Dropped:
+            return NotImplemented
+        return (self.size, self.size_bytes, self.age, self.age_bytes) == (
+            other.size,
+            other.size_bytes,
+            other.age,
+            other.age_bytes,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     def __bool__(self) -> bool:
         return bool(self.size or self.age)

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -111,7 +110,7 @@ class Broker:
 
         # Counter totals across restarts (of the services and of the broker).
         self.totals = Totals()
-        self.totals_path = Path(self.run_dir) / TOTALS_FILE
+        self.totals_path = os.path.join(self.run_dir, TOTALS_FILE)
         self.totals.load(read_totals(self.totals_path), time.monotonic())
         self._totals_text = ""  # what was last written
         self.metrics_snapshot: dict[str, Any] = {}

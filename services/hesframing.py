@@ -16,8 +16,7 @@ the socket (``encode``), and each connection gets a fresh ``decoder()``. Pure: n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.dlms import wrapper
 from common.dlms.errors import WrapperError
@@ -82,9 +81,11 @@ class WrapperDecoder:
 Decoder = RawDecoder | WrapperDecoder
 
 
-@dataclass(frozen=True)
-class HesFraming:
+class HesFraming(NamedTuple):
     """The framing of one client: ``kind`` and, for the wrapper, the uplink wPorts."""
+
+    # A NamedTuple, not a frozen dataclass: the client process need not import
+    # dataclasses (with inspect, ast, dis) for it.
 
     kind: str = RAW
     source: int = 1

@@ -78,7 +78,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -441,14 +440,33 @@ class Worker:
 # -- the service ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class RunningCommand:
-    step: str
-    failures: int
-    argv: list[str]
-    proc: subprocess.Popen[bytes]
-    started: float
-    killed: bool = False
+    """A recovery command in progress (a plain class: dataclasses costs memory)."""
+
+    __slots__ = ("step", "failures", "argv", "proc", "started", "killed")
+
+    def __init__(
+        self,
+        step: str,
+        failures: int,
+        argv: list[str],
+        proc: subprocess.Popen[bytes],
+        started: float,
+        killed: bool = False,
+    ) -> None:
+        self.step = step
+        self.failures = failures
+        self.argv = argv
+        self.proc = proc
+        self.started = started
+        self.killed = killed
+
+    def __repr__(self) -> str:
+        return (
+            f"RunningCommand(step={self.step!r}, failures={self.failures!r}, "
+            f"argv={self.argv!r}, proc={self.proc!r}, started={self.started!r}, "
+            f"killed={self.killed!r})"
+        )
 
 
 def check_config(config: dict[str, Any]) -> re.Pattern[str]:

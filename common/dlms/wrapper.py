@@ -16,7 +16,6 @@ being fed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from common.dlms.errors import WrapperError
@@ -49,22 +48,56 @@ class BadWrapperLength(WrapperError):
     """The header's length is 0, above the maximum, or disagrees with the data."""
 
 
-@dataclass(frozen=True, slots=True)
 class WrapperPdu:
-    """One wrapper PDU: header fields and the APDU it carries."""
+    """One wrapper PDU: header fields and the APDU it carries (an immutable value)."""
+
+    # A plain class rather than a frozen dataclass: the same behaviour, without the
+    # memory that importing dataclasses costs the client process.
+    __slots__ = ("version", "source", "destination", "apdu")
+    __match_args__ = ("version", "source", "destination", "apdu")
 
     version: int
     source: int
     destination: int
     apdu: bytes
 
-    def __post_init__(self) -> None:
-        for name in ("version", "source", "destination"):
-            v = getattr(self, name)
+    def __init__(self, version: int, source: int, destination: int, apdu: bytes) -> None:
+        for name, v in (("version", version), ("source", source), ("destination", destination)):
             if type(v) is not int or not 0 <= v <= 0xFFFF:
                 raise ValueError(f"wrapper {name} must be an int in 0..0xFFFF, got {v!r}")
-        if not isinstance(self.apdu, bytes):
+        if not isinstance(apdu, bytes):
             raise ValueError("wrapper apdu must be bytes")
+        _set = object.__setattr__
+        _set(self, "version", version)
+        _set(self, "source", source)
+        _set(self, "destination", destination)
+        _set(self, "apdu", apdu)
+
+    def _fields(self) -> tuple[int, int, int, bytes]:
+        return (self.version, self.source, self.destination, self.apdu)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a WrapperPdu is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a WrapperPdu is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not WrapperPdu:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"WrapperPdu(version={self.version!r}, source={self.source!r}, "
+            f"destination={self.destination!r}, apdu={self.apdu!r})"
+        )
+
+    def __reduce__(self) -> tuple[type[WrapperPdu], tuple[int, int, int, bytes]]:
+        return (WrapperPdu, self._fields())
 
 
 def wrap(apdu: bytes, src: int, dst: int) -> bytes:

@@ -185,7 +185,7 @@ def keys(args: argparse.Namespace, config: Path, run_dir: Path) -> int:
             print(f"meterlink keys: {exc}", file=sys.stderr)
             return 2
         names = names or buskeys.participants(cfg)
-        where = where or buskeys.keys_dir(cfg["BUS"], str(run_dir))
+        where = where or Path(buskeys.keys_dir(cfg["BUS"], str(run_dir)))
     bad = [n for n in names if not n or "/" in n or n.startswith(".")]
     if bad:
         print(f"meterlink keys: not a participant name: {bad[0]!r}", file=sys.stderr)

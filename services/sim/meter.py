@@ -157,7 +157,7 @@ def read_config(path: str | None) -> dict[str, Any] | None:
     A file that is named (``--config`` or ``METERLINK_CONFIG``) must load; a bad one ends
     the process with status 2, as every service does.
     """
-    if path is None and ENV_CONFIG not in os.environ and not config_path().exists():
+    if path is None and ENV_CONFIG not in os.environ and not os.path.exists(config_path()):
         return None
     return load_or_exit(path)
 

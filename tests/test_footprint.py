@@ -1,0 +1,83 @@
+"""What a service process imports: stdlib modules that cost every process memory of its
+own (``dataclasses`` with ``inspect``, ``ast`` and ``dis`` about 1 MB; ``pathlib`` with
+``urllib.parse`` and ``ipaddress`` about 0.6 MB; ``tempfile`` about 0.5 MB) and that no
+running service needs stay out, so that a later import cannot bring them back unseen.
+
+Each service's imports are made as its process makes them at start (the service module,
+then what its ``main()`` imports: ``common.daemon``, ``common.config``, ``common.checks``;
+the resolver also loads ``services.handlers``), in a fresh interpreter, with
+``-X importtime`` to name the module that imported an unwanted one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+#: What each service process imports at start, by service.
+SERVICES: dict[str, tuple[str, ...]] = {
+    "broker": ("services.broker",),
+    "resolver": ("services.resolver", "services.handlers"),
+    "uart": ("services.uart",),
+    "client": ("services.client",),
+    "watchdog": ("services.watchdog",),
+}
+START = ("common.daemon", "common.config", "common.checks")
+KEPT_OUT = ("dataclasses", "inspect", "pathlib", "tempfile")
+#: Still imported, with the reason; a test fails once it no longer is (remove it here).
+PENDING: dict[str, dict[str, str]] = {
+    "client": {
+        "dataclasses": "services/client.py has dataclasses of its own",
+        "inspect": "imported by dataclasses",
+    },
+}
+
+_PROBE = (
+    "import json, sys\n"
+    "for name in sys.argv[1:]:\n"
+    "    __import__(name)  # the C import, which -X importtime logs with its depth\n"
+    "print(json.dumps(sorted(sys.modules)))\n"
+)
+
+
+def _importers(importtime: str) -> dict[str, str]:
+    """Who imported whom, from ``-X importtime`` lines (a module is listed after what
+    it imports, one indent level deeper than its importer)."""
+    rows: list[tuple[int, str]] = []
+    for line in importtime.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1]
+            if name.strip() != "package":
+                rows.append((len(name) - len(name.lstrip()), name.strip()))
+    parent: dict[str, str] = {}
+    for i, (depth, name) in enumerate(rows):
+        parent[name] = next((n for d, n in rows[i + 1 :] if d < depth), "the process itself")
+    return parent
+
+
+def _imported(modules: tuple[str, ...]) -> tuple[set[str], dict[str, str]]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", _PROBE, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return set(json.loads(proc.stdout)), _importers(proc.stderr)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_process_imports_leave_out_what_costs_memory(service: str) -> None:
+    present, importers = _imported(SERVICES[service] + START)
+    assert "common.bus" in present  # the probe imported the tree under test
+    pending = PENDING.get(service, {})
+    unwanted = [m for m in KEPT_OUT if m in present and m not in pending]
+    assert not unwanted, ", ".join(f"{m} (imported by {importers.get(m, '?')})" for m in unwanted)
+    gone = [m for m in pending if m not in present]
+    assert not gone, f"{service} no longer imports {gone}: remove them from PENDING"
