@@ -12,6 +12,7 @@ STAMP := $(VENV)/.installed
 all: venv
 
 venv: $(STAMP)
+	@$(PY) -c 'from common.daemon import compile_bytecode; compile_bytecode(".")'
 
 ## The checkout goes on sys.path as a plain .pth line (editable_mode=compat):
 ## setuptools' default editable finder imports pathlib, urllib and ipaddress

@@ -357,3 +357,24 @@ def reload_config(
         "config reloaded service=%s applied=%s", name, ",".join(applied) if applied else "none"
     )
     return new, applied
+
+
+def compile_bytecode(root: str) -> None:
+    """Write the ``.pyc`` of meterlink's own modules under ``root`` where
+    missing or stale, before the processes start.
+
+    A process that finds no up-to-date ``.pyc`` compiles every module it
+    imports, and the compiler's garbage stays in its heap: 3-4 MB of RSS more
+    in each of the six processes. With ``PYTHONDONTWRITEBYTECODE`` set (or a
+    checkout just pulled) nothing would write them; ``compileall`` writes
+    them whatever that says. A tree this user cannot write is left as it is.
+    """
+    import compileall
+
+    for pkg in ("common", "services"):
+        path = os.path.join(root, pkg)
+        if os.path.isdir(path) and os.access(path, os.W_OK):
+            try:
+                compileall.compile_dir(path, quiet=2, workers=1)
+            except OSError:
+                pass

@@ -12,6 +12,7 @@ the resolver also loads ``services.handlers``), in a fresh interpreter, with
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,34 @@ def test_service_process_imports_leave_out_what_costs_memory(service: str) -> No
     assert not unwanted, ", ".join(f"{m} (imported by {importers.get(m, '?')})" for m in unwanted)
     gone = [m for m in pending if m not in present]
     assert not gone, f"{service} no longer imports {gone}: remove them from PENDING"
+
+
+def test_bytecode_is_written_before_the_processes_start_whatever_the_environment_says(
+    tmp_path, monkeypatch
+):
+    """``meterlink run``, ``make`` and the bench write the .pyc of our own
+    modules: a process that has to compile them holds 3-4 MB more."""
+    import importlib.util
+    import sys
+
+    from common.daemon import compile_bytecode
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # PYTHONDONTWRITEBYTECODE=1
+    for pkg in ("common", "services"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "mod.py").write_text("X = 1\n")
+    compile_bytecode(str(tmp_path))
+    for pkg in ("common", "services"):
+        pyc = importlib.util.cache_from_source(str(tmp_path / pkg / "mod.py"))
+        assert os.path.exists(pyc), pyc
+    # A tree this user cannot write is left as it is, without an error.
+    ro = tmp_path / "ro"
+    (ro / "common").mkdir(parents=True)
+    (ro / "common" / "mod.py").write_text("X = 1\n")
+    os.chmod(ro / "common", 0o500)
+    try:
+        compile_bytecode(str(ro))
+        if os.geteuid() != 0:  # root writes anyway
+            assert not os.path.exists(ro / "common" / "__pycache__")
+    finally:
+        os.chmod(ro / "common", 0o700)

@@ -388,7 +388,7 @@ def run(
     user: str = "",
 ) -> int:
     from common.checks import map_uart_port  # noqa: F401 - the same rule as the services
-    from common.daemon import RunDirError, check_run_dir, private_umask
+    from common.daemon import RunDirError, check_run_dir, compile_bytecode, private_umask
 
     private_umask()
     try:
@@ -434,6 +434,7 @@ def run(
         user=user,
     )
     conf_path = write_stack(stack)
+    compile_bytecode(stack.root)
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=stack.root)
     env["METERLINK_RUN_DIR"] = str(run_dir)
     env["METERLINK_CONFIG"] = str(config)

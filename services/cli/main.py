@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             prefix=conf.PREFIX,
             user=args.user,
         )
+        from common.daemon import compile_bytecode
+
+        compile_bytecode(stack.root)  # the host supervisord's processes load .pyc
         sys.stdout.write(conf.include(stack))
         return 0
     if cmd == "systemd-unit":
