@@ -11,9 +11,11 @@ sends ``write`` to uart as the client would.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,12 @@ from typing import Any
 import pytest
 import serial
 
-from common import bus, rfc1662
+from common import bus, config, rfc1662
 from services.sim.meter_pty import MeterPty
 from services.uart import (
     OUTCOME_CANCELLED,
     OUTCOME_TIMEOUT,
+    Uart,
     is_url,
     open_port,
     serial_settings,
@@ -613,3 +616,98 @@ def test_a_frame_half_read_when_the_uart_is_killed_is_finished_by_the_next(
         )
     finally:
         hes.stop()
+
+
+# -- in-process: the port in the service loop ---------------------------------------------
+
+
+def loop_uart(run_dir: Path, **uart: Any) -> Uart:
+    """A uart in this process; nothing listens on its bus (sends queue, never block)."""
+    cfg = config.validate(base_config(run_dir, UART={"idle_gap_ms": TEST_IDLE_GAP_MS, **uart}))
+    cfg["_run_dir"] = str(run_dir)
+    return Uart(cfg)
+
+
+def drive(uart: Uart, step: Any, timeout: float) -> None:
+    """Run ``uart``'s loop in this thread, calling ``step()`` every 5 ms from
+    it, until ``step`` returns True; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    timed_out = []
+
+    def tick() -> None:
+        if step():
+            uart.stop()
+        elif time.monotonic() > deadline:
+            timed_out.append(True)
+            uart.stop()
+
+    uart.every(0.005, tick)
+    uart._loop()
+    assert not timed_out, f"the loop did not get there within {timeout}s"
+
+
+def test_a_write_the_meter_does_not_take_waits_in_the_loop_which_goes_on_serving(
+    run_dir: Path, meter: MeterPty
+):
+    """No thread: the uart opens the pty in its loop, writes what the line
+    takes, and while the meter reads nothing for longer than the write
+    timeout the same loop reads the uplink and acknowledges the units it
+    wrote whole; a gateway frame goes out right after the frame in flight;
+    once the meter reads, every byte arrives once, in order."""
+    threads = threading.active_count()
+    uart = loop_uart(run_dir, baudrate=921600)  # a write timeout near its 1 s floor
+    sent: list[tuple[str, str, Any]] = []
+    real_send = uart.send
+
+    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
+        sent.append((dst, op, data))
+        real_send(dst, op, data, ref)
+
+    uart.send = send  # type: ignore[method-assign]
+    try:
+        uart.setup()
+        assert uart.is_open and threading.active_count() == threads
+        frames = numbered(STALL_FRAMES, STALL_INFO, seed=31)
+        units = [frames[i : i + 8] for i in range(0, len(frames), 8)]
+        for n, unit in enumerate(units):
+            ref = [bus.CLIENT, 5, n, 0]
+            uart.dispatch(bus.encode_parts(bus.CLIENT, 5, n, bus.OP_WRITE, unit, ref))
+        reply = payload_frame(b"gateway reply")
+        state: dict[str, Any] = {"phase": "stalled", "last": time.monotonic(), "gap": 0.0}
+        got = bytearray()
+
+        def step() -> bool:
+            now = time.monotonic()
+            state["gap"] = max(state["gap"], now - state["last"])
+            state["last"] = now
+            assert threading.active_count() == threads
+            if state["phase"] == "stalled":
+                if not uart.counters["frames_in"] and not state.get("up"):
+                    meter.write(payload_frame(b"uplink while stalled"))
+                    state["up"] = True
+                acked = [d for dst, op, d in sent if dst == bus.CLIENT and op == bus.OP_ACK]
+                if uart._tx["write_timeouts"] and uart.counters["frames_in"] and acked:
+                    state["in_flight"] = (uart._tx["frames_out"], uart._sent)
+                    state["stall_gap"] = state["gap"]
+                    uart.dispatch(bus.encode_parts(bus.RESOLVER, 1, 0, bus.OP_WRITE, [reply], None))
+                    state["phase"] = "reading"
+                return False
+            try:
+                got.extend(os.read(meter.master, 65536))
+            except BlockingIOError:
+                pass
+            return len(got) >= len(b"".join(frames)) + len(reply)
+
+        drive(uart, step, timeout=15)
+        # The loop ran its timers all through the stall: no write blocked it.
+        assert state["stall_gap"] < 0.5, state
+        done, began = state["in_flight"]
+        at = done + 1 if began else done  # the frame in flight is finished first
+        assert bytes(got) == b"".join(frames[:at]) + reply + b"".join(frames[at:])
+        assert meter.expect_silence(0.1) == b""
+        assert uart._tx["frames_out"] == len(frames) + 1 and uart._tx["write_errors"] == 0
+        acks = [d for dst, op, d in sent if dst == bus.CLIENT and op == bus.OP_ACK]
+        assert acks[-1] == [5, len(units) - 1]
+        assert [op for dst, op, _ in sent if dst == bus.RESOLVER] == [bus.OP_FRAMES]
+    finally:
+        uart.close()
