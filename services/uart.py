@@ -283,7 +283,8 @@ class _Link:
         self.busy = False  # a piece handed to the thread, not reported yet (loop side)
         self.stop = threading.Event()
         self.room = threading.Event()  # cleared while the uplink is at its bound
-        self.room.set()
+        if not uart._held:
+            self.room.set()
         self._uart = uart
         self._jobs: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="uart-link", daemon=True)
@@ -494,6 +495,9 @@ class Uart(Service):
         if self.stopping or self._port is not None or self._link is not None:
             return
         if is_url(self.port_name):
+            # Links that ended need no waiting for at close: forget them, so a
+            # flapping line does not grow the list.
+            self._threads = [t for t in self._threads if t.is_alive()]
             self._links += 1
             self._link = _Link(self, self._links)
             return

@@ -1,9 +1,11 @@
 """The uart service against a meter on a real pseudo-terminal.
 
-Every test but the first two runs real processes: the broker, a resolver
-worker (whose built-in 0x2100 handler forwards the info bytes to ``client``)
-and ``services.uart``, configured with ``UART.port`` = a symlink in the run
-directory that points at the slave of a pty the test holds (services.sim.meter_pty).
+The first tests (settings, opening, write_some) and the last (the port in a
+uart's loop, driven in this process) aside, the tests run real processes: the
+broker, a resolver worker (whose built-in 0x2100 handler forwards the info
+bytes to ``client``) and ``services.uart``, configured with ``UART.port`` = a
+symlink in the run directory that points at the slave of a pty the test holds
+(services.sim.meter_pty).
 The probe plays the client (it receives what the pool releases for it) and
 sends ``write`` to uart as the client would.
 """
