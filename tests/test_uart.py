@@ -13,6 +13,7 @@ sends ``write`` to uart as the client would.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -713,3 +714,62 @@ def test_a_write_the_meter_does_not_take_waits_in_the_loop_which_goes_on_serving
         assert [op for dst, op, _ in sent if dst == bus.RESOLVER] == [bus.OP_FRAMES]
     finally:
         uart.close()
+
+
+def test_at_the_uplink_bound_the_loop_stops_polling_the_port_and_an_ack_resumes_it(
+    run_dir: Path, meter: MeterPty, caplog
+):
+    """Backpressure without a thread: with the held uplink at its bound the
+    port's fd leaves the poll set (the kernel holds the rest, no partial is
+    flushed as stale meanwhile); an acknowledgement polls it again, and every
+    frame goes out once, in order."""
+    caplog.set_level(logging.INFO, logger="meterlink.uart")
+    uart = loop_uart(run_dir, journal={"max_bytes": 64 * 1024})
+    sent: list[list[bytes]] = []
+    real_send = uart.send
+
+    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
+        if op == bus.OP_FRAMES:
+            sent.append(data)
+        real_send(dst, op, data, ref)
+
+    uart.send = send  # type: ignore[method-assign]
+    frames = numbered(120, 1000, seed=41)
+    todo = bytearray(b"".join(frames))
+    state: dict[str, Any] = {}
+
+    def ack_all() -> None:
+        last = uart.up.held[-1]
+        env = bus.encode_parts(bus.CLIENT, 1, 0, bus.OP_ACK, [last.inst, last.n])
+        uart.dispatch(env)
+
+    def step() -> bool:
+        if todo:
+            try:
+                del todo[: os.write(meter.master, todo)]
+            except BlockingIOError:
+                pass
+        if uart._held and "held_at" not in state:
+            state["held_at"] = time.monotonic()
+            state["bytes_in"] = uart._rx["bytes_in"]
+            state["polled"] = uart._fd in uart._sockets
+        if "held_at" in state and "acked" not in state:
+            if time.monotonic() - state["held_at"] < 0.3:  # twice the idle gap
+                assert uart._rx["bytes_in"] == state["bytes_in"]  # nothing read
+                return False
+            state["acked"] = True
+            ack_all()
+        elif uart._held:
+            ack_all()
+        return sum(map(len, sent)) >= len(frames)
+
+    try:
+        uart.setup()
+        drive(uart, step, timeout=20)
+    finally:
+        uart.close()
+    assert state["polled"] is False
+    assert uart._rx["held_waits"] >= 1
+    assert [f for batch in sent for f in batch] == frames
+    assert uart.deframer.counters().get("truncated", 0) == 0
+    assert "uplink held at bound" in caplog.text and "uplink room again" in caplog.text
