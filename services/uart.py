@@ -35,10 +35,11 @@ the port:
   of an HES unit written, its mark is journaled, then the unit acknowledged.
 
 A pyserial URL (``socket://``, ``rfc2217://``, ``loop://``) has no file
-descriptor for the loop: a small link thread per connection opens it, reads
-it and posts the bytes to the loop (``ThreadInbox``), and writes the one
-piece of a frame the loop hands it, posting back how much went out. Every
-decision (back-off, deframing, journal, lanes, counts) stays in the loop.
+descriptor for the loop: per connection, a small reader thread opens it,
+reads it and posts the bytes to the loop (``ThreadInbox``), and a writer
+thread writes the one piece of a frame the loop hands it, posting back how
+much went out. Every decision (back-off, deframing, journal, lanes, counts)
+stays in the loop.
 
 The loop publishes ``serial.open`` / ``serial.lost`` on each change and the
 state topic ``serial.status`` on each change and every ``STATUS_INTERVAL_S``.
@@ -56,8 +57,8 @@ of a ``write`` that is not bytes, or empty), ``held_waits`` (reading stopped at
 the uplink bound), ``rx_held`` (kept for its readers: with no hand-off between
 threads nothing is held any more), ``open_failures``, ``reopens``.
 
-Shutdown: ``on_close`` closes the port (a link thread is told to stop and
-joined with a timeout), so SIGTERM ends the process well within a second.
+Shutdown: ``on_close`` closes the port (a link's threads are told to stop
+and joined with a timeout), so SIGTERM ends the process well within a second.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ from common.service import Service, main_for
 
 log = logging.getLogger("meterlink.uart")
 
-#: Longest a link thread's read blocks: bounds how late it sees a stop or a
-#: piece to write. Shorter when the idle gap is shorter.
+#: Longest a link's read blocks: bounds how late it sees a stop. Shorter
+#: when the idle gap is shorter.
 READ_TIMEOUT_MAX_S = 0.1
 #: Shortest read timeout, and shortest idle gap, so an idle gap of 0 does not
 #: spin (nor flush every frame that arrives in two pieces).
@@ -110,7 +111,7 @@ WRITE_HOLD_MAX_S = 60.0
 #: While the device path does not exist, look for it this often (a replugged
 #: USB adapter is in use again well within 2 s, whatever the back-off).
 PORT_WATCH_S = 0.25
-#: While the held uplink is at its bound a link thread looks again this often.
+#: While the held uplink is at its bound a link's reader looks again this often.
 HOLD_WAIT_S = 0.05
 #: How often the loop checks the resend timer and the journal's fsync policy.
 DELIVERY_TICK_S = 0.25
@@ -129,13 +130,13 @@ STATUS_INTERVAL_S = 2.0
 #: The first periodic status comes sooner: the PUB socket may still have been
 #: joining when the first change was published.
 STATUS_FIRST_S = 0.5
-#: How long on_close waits for a link thread.
+#: How long on_close waits for each of a link's threads.
 JOIN_TIMEOUT_S = 0.4
 #: Consecutive open failures are logged for the first few, then every Nth.
 OPEN_FAIL_LOG_FIRST = 3
 OPEN_FAIL_LOG_EVERY = 20
 
-# What a link thread posts to the loop: [kind, link id, ...].
+# What a link's threads post to the loop: [kind, link id, ...].
 _KIND_OPEN = b"open"  # rs485 state
 _KIND_FAILED = b"failed"  # error
 _KIND_DATA = b"data"  # bytes read
@@ -271,29 +272,39 @@ def _noop() -> None:
 class _Link:
     """A connection to a URL port, which has no file descriptor for the loop.
 
-    Its thread opens the port, then reads it and posts the bytes to the loop,
-    writing in between the piece of a frame the loop handed it (``write``) and
-    posting how much went out. It decides nothing: a failure to open, a read or
+    Its reader thread opens the port, then reads it and posts the bytes to the
+    loop; its writer thread writes the piece of a frame the loop hands it
+    (``write``) and posts how much went out, so a line that holds off writes
+    does not hold up reading. It decides nothing: a failure to open, a read or
     write that fails, all go to the loop, which starts a new link to reopen.
     """
 
     def __init__(self, uart: Uart, ident: int) -> None:
         self.ident = ident
         self.port: serial.SerialBase | None = None
-        self.busy = False  # a piece handed to the thread, not reported yet (loop side)
+        self.busy = False  # a piece handed to the writer, not reported yet (loop side)
         self.stop = threading.Event()
         self.room = threading.Event()  # cleared while the uplink is at its bound
         if not uart._held:
             self.room.set()
         self._uart = uart
-        self._jobs: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="uart-link", daemon=True)
-        uart.add_thread(self.thread)
-        self.thread.start()
+        self._jobs: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self.threads = (
+            threading.Thread(target=self._read, name="uart-link", daemon=True),
+            threading.Thread(target=self._write, name="uart-link-writer", daemon=True),
+        )
+        for thread in self.threads:
+            uart.add_thread(thread)
+        self.threads[0].start()
 
     def write(self, data: memoryview) -> None:
         self.busy = True
         self._jobs.put(data)
+
+    def close(self) -> None:
+        """Tell both threads to end; the reader closes the port."""
+        self.stop.set()
+        self._jobs.put(None)
 
     def _post(self, kind: bytes, *parts: bytes) -> None:
         box = self._uart._box
@@ -301,7 +312,7 @@ class _Link:
         while not box.post(msg) and not self.stop.wait(HOLD_WAIT_S):
             pass  # the loop is far behind: these bytes are not journaled yet
 
-    def _run(self) -> None:
+    def _read(self) -> None:
         uart = self._uart
         try:
             try:
@@ -310,30 +321,37 @@ class _Link:
                 self._post(_KIND_FAILED, str(exc).encode())
                 return
             self.port = port
+            self.threads[1].start()
             self._post(_KIND_OPEN, rs485_state.encode())
             try:
-                self._serve(port)
+                while not self.stop.is_set():
+                    if not self.room.wait(HOLD_WAIT_S):
+                        continue
+                    data = port.read(port.in_waiting or 1)
+                    if data:
+                        self._post(_KIND_DATA, data)
             except Exception as exc:  # any failure here is the port's
                 self._post(_KIND_LOST, (str(exc) or type(exc).__name__).encode())
             finally:
+                self.close()
                 port.close()
         finally:
             uart._box.close_thread_side()
 
-    def _serve(self, port: serial.SerialBase) -> None:
-        while not self.stop.is_set():
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                pass
-            else:
-                n, outcome = write_some(port, job, self._uart.write_timeout)
+    def _write(self) -> None:
+        port = self.port
+        assert port is not None
+        try:
+            while (job := self._jobs.get()) is not None and not self.stop.is_set():
+                try:
+                    n, outcome = write_some(port, job, self._uart.write_timeout)
+                except Exception as exc:  # any failure here is the port's
+                    if not self.stop.is_set():  # else closed under the write
+                        self._post(_KIND_LOST, (str(exc) or type(exc).__name__).encode())
+                    return
                 self._post(_KIND_WROTE, b"%d" % n, outcome.encode())
-            if not self.room.wait(HOLD_WAIT_S):
-                continue
-            data = port.read(port.in_waiting or 1)
-            if data:
-                self._post(_KIND_DATA, data)
+        finally:
+            self._uart._box.close_thread_side()
 
 
 class Uart(Service):
@@ -611,7 +629,7 @@ class Uart(Service):
         self._sent = 0
         self._stall_began, self._stall_timeouts = 0.0, 0
         if link is not None:
-            link.stop.set()  # the link closes its port itself
+            link.close()  # the link closes its port itself
         elif port is not None:
             try:
                 port.close()
@@ -1112,10 +1130,11 @@ class Uart(Service):
     def _shutdown(self) -> None:
         link = self._link
         self._close_port()  # a partial frame stays journaled for the next uart
-        if link is not None:
-            link.thread.join(JOIN_TIMEOUT_S)
-            if link.thread.is_alive():
-                log.warning("thread did not stop name=%s action=left_to_exit", link.thread.name)
+        for thread in link.threads if link is not None else ():
+            if thread.ident is not None:
+                thread.join(JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("thread did not stop name=%s action=left_to_exit", thread.name)
         self.journal.close()
         self._sync_counters()
         log.info(

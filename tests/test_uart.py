@@ -407,6 +407,9 @@ def test_socket_url_port_reconnects_after_the_peer_closes(
         conn, _ = server.accept()
         conn.settimeout(5)
         uart.wait_log("serial open port=socket://", timeout=10)
+        # The events reach the probe (a loss published before the uart's PUB
+        # has the subscription would be dropped: ZeroMQ's slow joiner).
+        probe.wait_event(events, bus.T_SERIAL_STATUS, lambda d: d["open"], timeout=5)
         frame = payload_frame(b"over tcp")
         probe.send(bus.UART, bus.OP_WRITE, [frame], src=bus.CLIENT)
         assert recv_exactly(conn, len(frame)) == frame
