@@ -1,37 +1,48 @@
 """The ``uart`` service: owns the meter's serial port.
 
-Theory of operation. Three threads, one job each:
+Theory of operation. For a device path (the production case, and a pty in
+the tests) everything happens in the service loop; no other thread touches
+the port:
 
-- The **port thread** opens ``UART.port`` with ``serial.serial_for_url`` (a
-  device path, or a pyserial URL such as ``socket://``, ``rfc2217://`` or
-  ``loop://``), reads it with a short timeout and feeds the bytes to an
-  ``rfc1662.Deframer``. When the line has been quiet for ``UART.idle_gap_ms``
-  with a partial frame buffered, the partial is stale and ``flush()`` resolves
-  it. Every read that completes frames posts them, as one batch, to the loop
-  through a ``ThreadInbox`` (never blocks; a full inbox drops and counts). A
-  read that fails (USB unplugged, pty closed) closes the port and reopens it
-  with exponential backoff between ``UART.reopen_min_s`` and
-  ``UART.reopen_max_s``; a path that does not exist yet is retried the same
-  way. It also posts each open and loss to the loop.
-- The **service loop** sends each batch to the resolver pool as one
-  ``frames`` message (so the broker keeps their order), publishes
-  ``serial.open`` / ``serial.lost`` on each change and the state topic
-  ``serial.status`` on each change and every ``STATUS_INTERVAL_S``, and takes
-  ``write`` messages (a list of raw frames for the meter) into a bounded queue.
-- The **writer thread** writes queued frames to the port in arrival order, so
-  a slow line never stalls the loop. A frame leaves the queue only once it is
-  written whole, or when it is dropped by one of the two bounds: frames that
-  arrive when the queue holds ``WRITE_QUEUE_MAX`` (``write_dropped``), and
-  frames that waited longer than ``WRITE_HOLD_MAX_S`` (``write_stale``), each
-  counted and logged. Everything else waits: while the port is closed; while
-  the line accepts nothing (flow control holding off) for the write timeout,
-  which is counted (``write_timeouts``), logged, and retried from the first
-  unwritten byte after ``WRITE_RETRY_S``; and after a write fails with an I/O
-  error (``write_errors``), which marks the port faulty for the port thread to
-  reopen, and the frame is written again from its start on the new line.
+- **Opening.** ``UART.port`` is opened (pyserial, non-blocking, the kernel's
+  input queue kept) from a loop timer. A failed open is tried again after an
+  exponential back-off between ``UART.reopen_min_s`` and
+  ``UART.reopen_max_s``; while the device path does not exist it is looked
+  for every ``PORT_WATCH_S`` and opened as soon as it is there.
+- **Reading.** The port's file descriptor is polled by the loop. Each read
+  feeds an ``rfc1662.Deframer``; the frames it completes are journaled as one
+  unit (the journal comes before anything leaves the process) and sent to the
+  resolver pool as one ``frames`` message, from the same handler. When the
+  line has been quiet for ``UART.idle_gap_ms`` with a partial frame buffered,
+  a timer flushes the stale partial. A read that fails (USB unplugged, pty
+  closed) closes the port, publishes the loss and schedules the reopen.
+  While the held uplink is at its bound the descriptor is not polled for
+  input (the kernel and the meter's flow control hold the rest); an
+  acknowledgement that makes room polls it again.
+- **Writing.** ``write`` messages (a list of raw frames) go into two bounded
+  lanes: the gateway's own frames (0x2200 replies) first, then HES data, a
+  frame once begun finished before the other lane's next. The loop writes
+  the head with a non-blocking ``os.write`` at once; what the line does not
+  take waits for the descriptor to become writable (polled for POLLOUT only
+  then) and goes on from the first unwritten byte. A frame leaves its lane
+  only once written whole, or when dropped by a bound: frames that arrive
+  when a lane is full (``write_dropped``), and gateway frames that waited
+  longer than ``WRITE_HOLD_MAX_S`` (``write_stale``). A line that takes no
+  byte for the write timeout (flow control holding off) counts
+  ``write_timeouts`` and is logged, and the write goes on waiting; a write
+  that fails with an I/O error (``write_errors``) closes and reopens the
+  port, and the frame is written again whole on the new line. The last frame
+  of an HES unit written, its mark is journaled, then the unit acknowledged.
 
-Threads never touch a bus socket, and keep their counts in their own fields;
-the loop copies them into ``self.counters`` for heartbeats and status.
+A pyserial URL (``socket://``, ``rfc2217://``, ``loop://``) has no file
+descriptor for the loop: per connection, a small reader thread opens it,
+reads it and posts the bytes to the loop (``ThreadInbox``), and a writer
+thread writes the one piece of a frame the loop hands it, posting back how
+much went out. Every decision (back-off, deframing, journal, lanes, counts)
+stays in the loop.
+
+The loop publishes ``serial.open`` / ``serial.lost`` on each change and the
+state topic ``serial.status`` on each change and every ``STATUS_INTERVAL_S``.
 
 Events: ``serial.open`` ``{port, rs485}``; ``serial.lost`` ``{port, reason,
 open_s}``; ``serial.status`` ``{open, port, since, rs485 (off/on/unsupported),
@@ -42,12 +53,12 @@ Counters: ``frames_in`` (sent to the pool), ``bytes_in``, the deframer's
 ``truncated`` (...); ``frames_out``/``bytes_out`` (written whole),
 ``write_errors`` (I/O errors), ``write_timeouts`` (stalls; neither loses a
 frame), ``write_dropped`` (queue full), ``write_stale``, ``write_bad`` (an item
-of a ``write`` that is not bytes, or empty), ``rx_held`` (loop behind: journaled, sent again later),
-``open_failures``, ``reopens``.
+of a ``write`` that is not bytes, or empty), ``held_waits`` (reading stopped at
+the uplink bound), ``rx_held`` (kept for its readers: with no hand-off between
+threads nothing is held any more), ``open_failures``, ``reopens``.
 
-Shutdown: ``on_close`` sets a flag; the port thread sees it within
-``READ_TIMEOUT_MAX_S``, closes the port and ends; both threads are joined
-with a timeout, so SIGTERM ends the process well within a second.
+Shutdown: ``on_close`` closes the port (a link's threads are told to stop
+and joined with a timeout), so SIGTERM ends the process well within a second.
 """
 
 from __future__ import annotations
@@ -55,15 +66,14 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
 import select
-import socket
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import msgpack
 import serial
 import serial.rs485
 
@@ -78,14 +88,14 @@ from common.service import Service, main_for
 
 log = logging.getLogger("meterlink.uart")
 
-#: Longest a read blocks: bounds how late the port thread sees a stop or a
-#: write fault. Shorter when the idle gap is shorter, so the gap is honoured.
+#: Longest a link's read blocks: bounds how late it sees a stop. Shorter
+#: when the idle gap is shorter.
 READ_TIMEOUT_MAX_S = 0.1
-#: Shortest read timeout, so an idle gap of 0 does not spin.
+#: Shortest read timeout, and shortest idle gap, so an idle gap of 0 does not
+#: spin (nor flush every frame that arrives in two pieces).
 READ_TIMEOUT_MIN_S = 0.002
-#: Longest the port thread waits in select while no partial frame is pending
-#: (ports with a file descriptor; a stop or write fault wakes it earlier).
-IDLE_WAIT_S = 1.0
+#: Most bytes one read takes from the port.
+READ_MAX = 65536
 #: The gateway's own frames for the meter (0x2200 replies...) held while the
 #: port is closed or the line is slow: their own lane, never behind HES data.
 WRITE_QUEUE_MAX = 1000
@@ -101,7 +111,7 @@ WRITE_HOLD_MAX_S = 60.0
 #: While the device path does not exist, look for it this often (a replugged
 #: USB adapter is in use again well within 2 s, whatever the back-off).
 PORT_WATCH_S = 0.25
-#: While the held uplink is at its bound the port thread looks again this often.
+#: While the held uplink is at its bound a link's reader looks again this often.
 HOLD_WAIT_S = 0.05
 #: How often the loop checks the resend timer and the journal's fsync policy.
 DELIVERY_TICK_S = 0.25
@@ -111,30 +121,27 @@ JOURNAL_FILE = "uart-journal.bin"  # in the run directory
 #: (flow control held off).
 WRITE_TIMEOUT_MIN_S = 1.0
 WRITE_TIMEOUT_FACTOR = 4
-#: After a stalled or cancelled write the writer lets go of the port this long
-#: (so the port thread can close it) before it tries again.
-WRITE_RETRY_S = 0.05
-#: The first stall of an episode is logged, then every Nth retry of it.
+#: The first stall of an episode is logged, then every Nth timeout of it.
 STALL_LOG_EVERY = 10
 #: Bits on the line per byte, upper bound (start, 8 data, parity, 2 stop).
 LINE_BITS_PER_BYTE = 12
-#: How long the writer sleeps waiting for work before it checks the stop flag.
-WRITER_IDLE_S = 0.25
 #: serial.status is published on each change and this often.
 STATUS_INTERVAL_S = 2.0
 #: The first periodic status comes sooner: the PUB socket may still have been
 #: joining when the first change was published.
 STATUS_FIRST_S = 0.5
-#: How long on_close waits for each thread.
+#: How long on_close waits for each of a link's threads.
 JOIN_TIMEOUT_S = 0.4
 #: Consecutive open failures are logged for the first few, then every Nth.
 OPEN_FAIL_LOG_FIRST = 3
 OPEN_FAIL_LOG_EVERY = 20
 
-_KIND_FRAMES = b"frames"
-_KIND_OPEN = b"open"
-_KIND_LOST = b"lost"
-_KIND_WRITTEN = b"written"
+# What a link's threads post to the loop: [kind, link id, ...].
+_KIND_OPEN = b"open"  # rs485 state
+_KIND_FAILED = b"failed"  # error
+_KIND_DATA = b"data"  # bytes read
+_KIND_WROTE = b"wrote"  # bytes written, outcome
+_KIND_LOST = b"lost"  # reason
 _LANE_GW = 0  # the gateway's own frames
 _LANE_HES = 1  # HES data, acknowledged to the client once written
 
@@ -258,6 +265,95 @@ def _make_port(url: str, kwargs: dict[str, Any]) -> serial.SerialBase:
     return serial.serial_for_url(url, do_not_open=True, **kwargs)
 
 
+def _noop() -> None:
+    pass
+
+
+class _Link:
+    """A connection to a URL port, which has no file descriptor for the loop.
+
+    Its reader thread opens the port, then reads it and posts the bytes to the
+    loop; its writer thread writes the piece of a frame the loop hands it
+    (``write``) and posts how much went out, so a line that holds off writes
+    does not hold up reading. It decides nothing: a failure to open, a read or
+    write that fails, all go to the loop, which starts a new link to reopen.
+    """
+
+    def __init__(self, uart: Uart, ident: int) -> None:
+        self.ident = ident
+        self.port: serial.SerialBase | None = None
+        self.busy = False  # a piece handed to the writer, not reported yet (loop side)
+        self.stop = threading.Event()
+        self.room = threading.Event()  # cleared while the uplink is at its bound
+        if not uart._held:
+            self.room.set()
+        self._uart = uart
+        self._jobs: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self.threads = (
+            threading.Thread(target=self._read, name="uart-link", daemon=True),
+            threading.Thread(target=self._write, name="uart-link-writer", daemon=True),
+        )
+        for thread in self.threads:
+            uart.add_thread(thread)
+        self.threads[0].start()
+
+    def write(self, data: memoryview) -> None:
+        self.busy = True
+        self._jobs.put(data)
+
+    def close(self) -> None:
+        """Tell both threads to end; the reader closes the port."""
+        self.stop.set()
+        self._jobs.put(None)
+
+    def _post(self, kind: bytes, *parts: bytes) -> None:
+        box = self._uart._box
+        msg = [kind, b"%d" % self.ident, *parts]
+        while not box.post(msg) and not self.stop.wait(HOLD_WAIT_S):
+            pass  # the loop is far behind: these bytes are not journaled yet
+
+    def _read(self) -> None:
+        uart = self._uart
+        try:
+            try:
+                port, rs485_state = open_port(uart.port_name, uart.settings, uart.rs485)
+            except Exception as exc:  # termios.error is no OSError: catch all
+                self._post(_KIND_FAILED, str(exc).encode())
+                return
+            self.port = port
+            self.threads[1].start()
+            self._post(_KIND_OPEN, rs485_state.encode())
+            try:
+                while not self.stop.is_set():
+                    if not self.room.wait(HOLD_WAIT_S):
+                        continue
+                    data = port.read(port.in_waiting or 1)
+                    if data:
+                        self._post(_KIND_DATA, data)
+            except Exception as exc:  # any failure here is the port's
+                self._post(_KIND_LOST, (str(exc) or type(exc).__name__).encode())
+            finally:
+                self.close()
+                port.close()
+        finally:
+            uart._box.close_thread_side()
+
+    def _write(self) -> None:
+        port = self.port
+        assert port is not None
+        try:
+            while (job := self._jobs.get()) is not None and not self.stop.is_set():
+                try:
+                    n, outcome = write_some(port, job, self._uart.write_timeout)
+                except Exception as exc:  # any failure here is the port's
+                    if not self.stop.is_set():  # else closed under the write
+                        self._post(_KIND_LOST, (str(exc) or type(exc).__name__).encode())
+                    return
+                self._post(_KIND_WROTE, b"%d" % n, outcome.encode())
+        finally:
+            self._uart._box.close_thread_side()
+
+
 class Uart(Service):
     """The ``uart`` process; see the module docstring."""
 
@@ -288,15 +384,15 @@ class Uart(Service):
         if cfg["profile"] == "rfc1662":
             max_frame *= 2  # every byte may be escaped
         line_time = max_frame * LINE_BITS_PER_BYTE / self.settings["baudrate"]
-        self.settings["timeout"] = read_timeout
+        self.settings["timeout"] = read_timeout  # link threads only
         self.write_timeout = WRITE_TIMEOUT_MIN_S + WRITE_TIMEOUT_FACTOR * line_time
         self.settings["write_timeout"] = self.write_timeout
+        # Floored: a gap shorter than the pause inside one frame would flush
+        # every frame that arrives in two pieces.
+        self._gap = max(self.idle_gap, READ_TIMEOUT_MIN_S)
 
         # Acknowledged delivery. Uplink: every batch of frames is a unit,
-        # journaled by the port thread before it is posted to the loop, held
-        # until the client acknowledges it. _jlock guards the journal and
-        # self.up (the port thread appends, the loop acknowledges and resends).
-        self._jlock = threading.Lock()
+        # journaled before it is sent, held until the client acknowledges it.
         now = time.monotonic()
         # The stream is the journal's epoch: it outlives this process, and the
         # numbering goes on where the last uart stopped (common.journal).
@@ -315,23 +411,28 @@ class Uart(Service):
         # the kernel's buffer (reopening never flushes it).
         self._seed_frames = self.deframer.feed(replay.partial)
         self._journaled_partial = self.deframer.partial
-        # Downlink marks journaled by the writer thread (under _jlock), ahead
-        # of self.down until the loop hears of them.
+        # Downlink marks journaled, by stream, most recent last (compaction
+        # keeps them; a duplicate is acknowledged up to them).
         self._journaled_marks: dict[tuple[str, int], int] = dict(replay.marks)
         self._client_seen = True  # a client in the last registry (resend timer)
-        self._waiting_room = False  # the port thread waits for room (wake it on acks)
 
-        # Shared with the threads. _port is set and cleared only by the port
-        # thread, under _port_lock, which the writer holds while it writes:
-        # so the port is never closed under a write.
-        self._halt = threading.Event()
-        # Wakes the port thread's select on a stop or a write fault, so that it
-        # can wait long while the line is quiet (an idle uart costs no CPU).
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        # The port. _fd is its descriptor while a device path is open; a URL
+        # port is served by _link instead.
         self._port: serial.SerialBase | None = None
-        self._port_lock = threading.Lock()
+        self._fd: int | None = None
+        self._link: _Link | None = None
+        self._links = 0  # link ids: what an old link posts late is ignored
+        self._opened_at = 0.0
+        self._opened_before = False
+        self._delay = self.reopen_min  # the back-off before the next open
+        self._held = False  # reading stopped: the uplink is at its bound
+        self._last_rx = 0.0
+        self._flush_armed = False
+        self.rs485_state = "off"
+        self.last_error = ""
+        self.open_since = time.time()  # since when open, or closed (display only)
+        self.fail_attempts = 0
+
         # Two lanes for the meter: the gateway's own frames first, then HES
         # data; items are (queued_at, frame, done) where done is the
         # (src, inst, n) of an HES unit whose last frame this is.
@@ -340,14 +441,14 @@ class Uart(Service):
             collections.deque(),
         )
         self._wq_bytes = [0, 0]
-        self._wcond = threading.Condition()
-        self._write_fault: str | None = None
-        self.rs485_state = "off"
-        self.last_error = ""
-        self.open_since = time.time()  # since when open, or closed (display only)
-        self.fail_attempts = 0
+        self._lane = _LANE_GW  # the lane of the head being written
+        self._sent = 0  # its bytes the current line has taken
+        self._waiting = False  # polled for POLLOUT: the line took all it would
+        self._last_progress = 0.0  # when the line last took a byte (or the wait began)
+        self._stall_armed = False
+        self._stall_began = 0.0  # when the line stopped taking bytes; 0: it is not
+        self._stall_timeouts = 0
 
-        # Port-thread counts (written only there).
         self._rx = {
             "bytes_in": 0,
             "rx_held": 0,
@@ -355,7 +456,6 @@ class Uart(Service):
             "reopens": 0,
             "held_waits": 0,
         }
-        # Writer counts (written only there).
         self._tx = {
             "frames_out": 0,
             "bytes_out": 0,
@@ -364,11 +464,7 @@ class Uart(Service):
             "write_stale": 0,
         }
 
-        self._box = self.thread_inbox("serial", self._on_port_message)
-        self._port_thread = threading.Thread(target=self._run_port, name="uart-port", daemon=True)
-        self._writer = threading.Thread(target=self._run_writer, name="uart-writer", daemon=True)
-        self.add_thread(self._port_thread)
-        self.add_thread(self._writer)
+        self._box = self.thread_inbox("serial", self._on_link_message)
         self.on(bus.OP_WRITE)(self._on_write)
         self.on(bus.OP_ACK)(self._on_ack)
         self.on(bus.OP_NACK)(self._on_nack)
@@ -376,8 +472,6 @@ class Uart(Service):
         self.every(STATUS_INTERVAL_S, self.publish_status, first=STATUS_FIRST_S)
         self.every(DELIVERY_TICK_S, self._delivery_tick)
         self.on_close(self._shutdown)
-
-    # -- the loop side -------------------------------------------------------------
 
     def setup(self) -> None:
         log.info(
@@ -406,50 +500,294 @@ class Uart(Service):
         if self._seed_frames:  # a partial that was whole after all
             self._post_frames(self._seed_frames)
         self.publish_status()
-        self._port_thread.start()
-        self._writer.start()
+        self._open()
 
     @property
     def is_open(self) -> bool:
         return self._port is not None
 
-    def _on_port_message(self, parts: list[bytes]) -> None:
-        kind = parts[0]
-        if kind == _KIND_FRAMES:
-            n = int(parts[2])
-            born = float(parts[3])
-            frames = msgpack.unpackb(parts[1])
-            self.counters["frames_in"] += len(frames)
-            with self._jlock:
-                ref = [bus.UART, self.up.inst, n, self.up.base(self.up.inst), born]
-            self.send(bus.RESOLVER, bus.OP_FRAMES, frames, ref)
+    # -- opening and losing the port ---------------------------------------------------
+
+    def _open(self) -> None:
+        """Try to open the port (a URL: start a link that tries)."""
+        if self.stopping or self._port is not None or self._link is not None:
             return
-        if kind == _KIND_WRITTEN:
-            for src, inst, n in msgpack.unpackb(parts[1], raw=False):
-                if self.down.made_durable(src, inst, n):
-                    self.send(src, bus.OP_ACK, [inst, self.down.durable(src, inst)])
+        if is_url(self.port_name):
+            # Links that ended need no waiting for at close: forget them, so a
+            # flapping line does not grow the list.
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._links += 1
+            self._link = _Link(self, self._links)
             return
         try:
-            info = msgpack.unpackb(parts[1], raw=False) if len(parts) > 1 else {}
-        except Exception:  # only this module posts here; a bad one is a bug
-            info = {}
-        if kind == _KIND_OPEN:
-            log.info(
-                "serial open port=%s rs485=%s reopens=%d",
-                self.port_name,
-                info.get("rs485", ""),
-                self._rx["reopens"],
-            )
-            self.publish(bus.T_SERIAL_OPEN, {"port": self.port_name, **info})
-        elif kind == _KIND_LOST:
+            port, rs485_state = open_port(self.port_name, self.settings, self.rs485)
+            fd = port.fileno()
+        except Exception as exc:  # termios.error is no OSError: catch all
+            self._open_failed(str(exc))
+            return
+        os.set_blocking(fd, False)  # pyserial opens it so; reads and writes rely on it
+        self._fd = fd
+        self._opened(port, rs485_state)
+
+    def _open_failed(self, error: str) -> None:
+        delay = self._delay
+        self.fail_attempts += 1
+        self._rx["open_failures"] += 1
+        self.last_error = error
+        n = self.fail_attempts
+        if n <= OPEN_FAIL_LOG_FIRST or n % OPEN_FAIL_LOG_EVERY == 0:
             log.warning(
-                "serial lost port=%s reason=%r open_s=%.1f",
+                "serial open failed port=%s error=%r attempt=%d retry_in=%.2f",
                 self.port_name,
-                info.get("reason", ""),
-                info.get("open_s", 0.0),
+                error,
+                n,
+                delay,
             )
-            self.publish(bus.T_SERIAL_LOST, {"port": self.port_name, **info})
+        if self._missing():
+            # Unplugged: watched, not backed off; opened as soon as it is back.
+            self.call_later(PORT_WATCH_S, self._watch_device)
+            return
+        self.call_later(delay, self._open)
+        self._delay = min(delay * 2, self.reopen_max)
+
+    def _missing(self) -> bool:
+        return not is_url(self.port_name) and not os.path.exists(self.port_name)
+
+    def _watch_device(self) -> None:
+        if self._missing():
+            self.call_later(PORT_WATCH_S, self._watch_device)
+        else:
+            self._open()
+
+    def _opened(self, port: serial.SerialBase, rs485_state: str) -> None:
+        now = time.monotonic()
+        if self._opened_before:
+            self._rx["reopens"] += 1
+        self._opened_before = True
+        self._port = port
+        self._opened_at = now
+        self._last_rx = now
+        self.rs485_state = rs485_state
+        self.last_error = ""
+        self.fail_attempts = 0
+        self.open_since = time.time()
+        log.info(
+            "serial open port=%s rs485=%s reopens=%d",
+            self.port_name,
+            rs485_state,
+            self._rx["reopens"],
+        )
+        self.publish(bus.T_SERIAL_OPEN, {"port": self.port_name, "rs485": rs485_state})
         self.publish_status()
+        if not self.up.room():
+            self._hold()
+        if self._fd is not None:
+            self._poll_input(not self._held)
+            # What the meter sent while the port was closed is read at once; a
+            # descriptor added from a timer is polled from the next pass, which
+            # a timer due now brings at once.
+            if not self._held:
+                self._read(polled=False)
+            self.call_later(0, _noop)
+        self._write_pending()
+
+    def _lost(self, reason: str) -> None:
+        """The port failed: close it, tell, and schedule the reopen."""
+        self._close_port()
+        # A partial frame from a line that went away is stale.
+        self._after_read(self.deframer.flush())
+        if self._missing():
+            self._delay = self.reopen_min  # unplugged: watched, not backed off
+        open_s = time.monotonic() - self._opened_at
+        self.last_error = reason
+        self.open_since = time.time()
+        log.warning(
+            "serial lost port=%s reason=%r open_s=%.1f",
+            self.port_name,
+            reason,
+            open_s,
+        )
+        self.publish(
+            bus.T_SERIAL_LOST,
+            {"port": self.port_name, "reason": reason, "open_s": round(open_s, 3)},
+        )
+        self.publish_status()
+        # A port that stayed up longer than the longest back-off was healthy:
+        # start over. One that flaps keeps backing off.
+        if open_s >= self.reopen_max:
+            self._delay = self.reopen_min
+        self.call_later(self._delay, self._open)
+        self._delay = min(self._delay * 2, self.reopen_max)
+
+    def _close_port(self) -> None:
+        fd, port, link = self._fd, self._port, self._link
+        self._fd = self._port = self._link = None
+        if fd is not None:
+            self.remove_socket(fd)  # reading and writing both
+        self._waiting = False
+        # Any part of the head went to a line now gone: it goes out whole again.
+        self._sent = 0
+        self._stall_began, self._stall_timeouts = 0.0, 0
+        if link is not None:
+            link.close()  # the link closes its port itself
+        elif port is not None:
+            try:
+                port.close()
+            except Exception as exc:  # a vanished device may fail even this
+                log.debug("serial close failed port=%s error=%r", self.port_name, str(exc))
+
+    def _on_link_message(self, parts: list[bytes]) -> None:
+        link = self._link
+        if link is None or int(parts[1]) != link.ident:
+            return  # from a link since closed
+        kind = parts[0]
+        if kind == _KIND_DATA:
+            self._on_bytes(parts[2])
+        elif kind == _KIND_WROTE:
+            link.busy = False
+            n = int(parts[2])
+            if n:
+                self._wrote(n)
+            if parts[3] == OUTCOME_TIMEOUT.encode():
+                self._count_stall()
+            self._write_pending()
+        elif kind == _KIND_OPEN:
+            assert link.port is not None
+            self._opened(link.port, parts[2].decode())
+        elif kind == _KIND_FAILED:
+            self._link = None
+            self._open_failed(parts[2].decode(errors="replace"))
+        elif kind == _KIND_LOST:
+            self._lost(parts[2].decode(errors="replace"))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _poll_input(self, on: bool) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        if on:
+            self.add_socket(fd, self._on_readable)
+            return
+        self.remove_socket(fd)  # which stops the POLLOUT watch too: keep that
+        if self._waiting:
+            self.watch_writable(fd, self._on_writable)
+
+    def _on_readable(self) -> None:
+        self._read(polled=True)
+
+    def _read(self, polled: bool) -> None:
+        """Read what the port holds. pyserial sets VMIN=0, so a read of an
+        empty tty returns no bytes: after poll said readable, that is a line
+        gone (as pyserial's ``read`` has it), else just nothing there yet."""
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, READ_MAX)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # any failure here is the port's
+            self._lost(f"read failed: {exc}")
+            return
+        if data:
+            self._on_bytes(data)
+        elif polled:
+            self._lost(
+                "read failed: device reports readiness to read but returned no data "
+                "(device disconnected or multiple access on port?)"
+            )
+
+    def _on_bytes(self, data: bytes) -> None:
+        self._rx["bytes_in"] += len(data)
+        self._last_rx = time.monotonic()
+        self._after_read(self.deframer.feed(data))
+        if self.deframer.pending and not self._flush_armed:
+            self._flush_armed = True
+            self.call_later(self._gap, self._flush_due)
+        if not self.up.room():
+            self._hold()
+
+    def _flush_due(self) -> None:
+        """The idle-gap timer: flush a partial frame the line left stale."""
+        self._flush_armed = False
+        if self._held or self._port is None or not self.deframer.pending:
+            return  # held: flushed after the wait if still stale; closed: flushed
+        if self._fd is not None:
+            self._read(polled=False)  # the rest may be in the kernel already
+            if self._flush_armed or self._port is None or not self.deframer.pending:
+                return
+        left = self._gap - (time.monotonic() - self._last_rx)
+        if left > 0:
+            self._flush_armed = True
+            self.call_later(left, self._flush_due)
+            return
+        self._after_read(self.deframer.flush())
+
+    def _post_frames(self, frames: list[bytes]) -> None:
+        """Journal a batch as a unit of the uplink stream, then send it.
+
+        The journal comes first: from here on a SIGKILL of this process
+        loses nothing, the next uart sends the unit again.
+        """
+        partial = self.deframer.partial
+        unit = self.up.submit(frames, sum(map(len, frames)), time.monotonic())
+        try:
+            self.journal.unit(unit.inst, unit.n, frames, partial)
+        except JournalError:
+            # A uart that cannot keep frames safe stops; supervisord restarts it.
+            log.exception("journal write failed port=%s action=stop", self.port_name)
+            self.stop()
+            raise
+        self._journaled_partial = partial
+        self.counters["frames_in"] += len(frames)
+        self.send(bus.RESOLVER, bus.OP_FRAMES, frames, self.up.ref(unit))
+
+    def _after_read(self, frames: list[bytes]) -> None:
+        """Journal what a read (or an idle-gap flush) left: complete frames as
+        a unit with the partial after them, else the partial alone if it
+        changed, so a frame half read outlives a kill of this process."""
+        if frames:
+            self._post_frames(frames)
+            return
+        partial = self.deframer.partial
+        if partial != self._journaled_partial:
+            self.journal.partial(partial)
+            self._journaled_partial = partial
+
+    def _hold(self) -> None:
+        """Backpressure: while the held uplink is at its bound, read nothing.
+
+        The kernel's input queue (and the meter's flow control) holds the
+        rest; an acknowledgement that makes room reads again (``_unhold``).
+        """
+        if self._held:
+            return
+        self._held = True
+        self._rx["held_waits"] += 1
+        log.warning(
+            "uplink held at bound held_bytes=%d max_bytes=%d action=stop_reading",
+            self.up.held_bytes,
+            self.up.max_bytes,
+        )
+        self._poll_input(False)
+        if self._link is not None:
+            self._link.room.clear()
+
+    def _unhold(self) -> None:
+        if not self._held or not self.up.room():
+            return
+        self._held = False
+        log.info("uplink room again held_bytes=%d action=read", self.up.held_bytes)
+        # The line was not quiet meanwhile: a frame half read before the wait
+        # is not stale, its idle gap starts now.
+        self._last_rx = time.monotonic()
+        if self.deframer.pending and not self._flush_armed:
+            self._flush_armed = True
+            self.call_later(self._gap, self._flush_due)
+        self._poll_input(True)
+        if self._link is not None:
+            self._link.room.set()
 
     # -- uplink delivery -------------------------------------------------------------
 
@@ -458,52 +796,43 @@ class Uart(Service):
             self.counters["ack.bad_src"] += 1
             return
         inst, n = delivery.inst_n(env.data)
-        now = time.monotonic()
-        with self._jlock:
-            released = self.up.ack(inst, n, now)
-            if not released:
-                return
-            self.journal.ack(inst, n)
-            if self.journal.wants_compaction(self.up.held_bytes):
-                marks = dict(self._journaled_marks)
-                for src, inst, n in self.down.marks():
-                    marks[(src, inst)] = max(n, marks.get((src, inst), -1))
-                self.journal.compact(
-                    [(u.inst, u.n, u.item) for u in self.up.held],
-                    marks,
-                    self.up.next_n,
-                    self._journaled_partial,
-                )
+        released = self.up.ack(inst, n, time.monotonic())
+        if not released:
+            return
+        self.journal.ack(inst, n)
+        if self.journal.wants_compaction(self.up.held_bytes):
+            marks = dict(self._journaled_marks)
+            for src, m_inst, m_n in self.down.marks():
+                marks[(src, m_inst)] = max(m_n, marks.get((src, m_inst), -1))
+            self.journal.compact(
+                [(u.inst, u.n, u.item) for u in self.up.held],
+                marks,
+                self.up.next_n,
+                self._journaled_partial,
+            )
         self.counters["units_acked"] += len(released)
-        if self._waiting_room:
-            self._wake_port_thread()  # room again
+        self._unhold()
 
     def _on_nack(self, env: bus.Envelope) -> None:
         if env.src != bus.CLIENT:
             self.counters["ack.bad_src"] += 1
             return
         inst, n = delivery.inst_n(env.data)
-        with self._jlock:
-            units = self.up.resend_from(inst, n, time.monotonic())
-        self._resend(units, "nack")
+        self._resend(self.up.resend_from(inst, n, time.monotonic()), "nack")
 
     def _on_registry(self, _topic: str, env: bus.Envelope) -> None:
         """A restarted broker or client lost what it held for us: send it again."""
         restarted, self._client_seen = self.restarted_peers(env.data, bus.CLIENT)
         for name in restarted:
-            with self._jlock:
-                units = self.up.resend_all(time.monotonic())
-            self._resend(units, f"{name}_restarted")
+            self._resend(self.up.resend_all(time.monotonic()), f"{name}_restarted")
 
     def _delivery_tick(self) -> None:
         now = time.monotonic()
-        with self._jlock:
-            # While no client runs, sending again only fills the broker's
-            # queue for it; its return (seen in the registry) sends everything.
-            due = self._client_seen and self.up.due(now)
-            units = self.up.resend_all(now) if due else []
-            self.journal.tick()
-        self._resend(units, "no_ack")
+        # While no client runs, sending again only fills the broker's
+        # queue for it; its return (seen in the registry) sends everything.
+        if self._client_seen and self.up.due(now):
+            self._resend(self.up.resend_all(now), "no_ack")
+        self.journal.tick()
 
     def _resend(self, units: list[delivery.Unit[list[bytes]]], reason: str) -> None:
         if not units:
@@ -518,9 +847,7 @@ class Uart(Service):
             units[0].n,
         )
         for unit in units:
-            with self._jlock:
-                ref = self.up.ref(unit)
-            self.send(bus.RESOLVER, bus.OP_FRAMES, unit.item, ref)
+            self.send(bus.RESOLVER, bus.OP_FRAMES, unit.item, self.up.ref(unit))
 
     # -- downlink ----------------------------------------------------------------------
 
@@ -546,9 +873,8 @@ class Uart(Service):
             self._enqueue(_LANE_GW, frames, None)
             return
 
-        def written() -> int:  # written, even if the writer's word was lost
-            with self._jlock:
-                return self._journaled_marks.get((ref.src, ref.inst), -1)
+        def written() -> int:  # written, even if the acknowledgement was lost
+            return self._journaled_marks.get((ref.src, ref.inst), -1)
 
         if not self.take_unit(self.down, ref, "downlink", written):
             return
@@ -559,35 +885,210 @@ class Uart(Service):
     def _enqueue(self, lane: int, frames: list[bytes], done: tuple[str, int, int] | None) -> None:
         now = time.monotonic()
         size = sum(map(len, frames))
-        with self._wcond:
-            queue = self._wq[lane]
-            if lane == _LANE_GW:
-                full = (
-                    len(queue) + len(frames) > WRITE_QUEUE_MAX
-                    or self._wq_bytes[lane] + size > WRITE_QUEUE_MAX_BYTES
-                )
-            else:
-                full = bool(queue) and self._wq_bytes[lane] + size > HES_QUEUE_MAX_BYTES
-            if full:
-                if done is not None:
-                    # Not acknowledged, so the client sends it again later; the
-                    # stream stays in order because the receiver forgets it.
-                    self.down.unaccept(*done)
-                self.count_drop(
-                    "write_dropped",
-                    "write dropped reason=queue_full lane=%s frames=%d queued=%d open=%s",
-                    "hes" if lane == _LANE_HES else "gateway",
-                    len(frames),
-                    len(queue),
-                    self.is_open,
-                    n=len(frames),
-                )
+        lane_q = self._wq[lane]
+        if lane == _LANE_GW:
+            full = (
+                len(lane_q) + len(frames) > WRITE_QUEUE_MAX
+                or self._wq_bytes[lane] + size > WRITE_QUEUE_MAX_BYTES
+            )
+        else:
+            full = bool(lane_q) and self._wq_bytes[lane] + size > HES_QUEUE_MAX_BYTES
+        if full:
+            if done is not None:
+                # Not acknowledged, so the client sends it again later; the
+                # stream stays in order because the receiver forgets it.
+                self.down.unaccept(*done)
+            self.count_drop(
+                "write_dropped",
+                "write dropped reason=queue_full lane=%s frames=%d queued=%d open=%s",
+                "hes" if lane == _LANE_HES else "gateway",
+                len(frames),
+                len(lane_q),
+                self.is_open,
+                n=len(frames),
+            )
+            return
+        last = len(frames) - 1
+        for i, frame in enumerate(frames):
+            lane_q.append((now, frame, done if i == last else None))
+        self._wq_bytes[lane] += size
+        if not self._waiting:  # else the line is full: POLLOUT says when it is not
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write the lanes' heads until they are empty or the line takes no more.
+
+        The head stays in its lane while it is being written, so a frame is
+        never lost between a failed write and the next try; ``_sent`` counts
+        its bytes the current line has taken.
+        """
+        if self._port is None:
+            return
+        link, fd = self._link, self._fd
+        if link is not None and link.busy:
+            return  # its report calls again
+        gw, hes = self._wq
+        while gw or hes:
+            if self._sent == 0:
+                # Between frames the gateway's own lane goes first; a frame
+                # once begun is finished before the other lane's next one.
+                self._lane = _LANE_GW if gw else _LANE_HES
+            queued_at, frame, _done = self._wq[self._lane][0]
+            if self._lane == _LANE_GW:
+                held_s = time.monotonic() - queued_at
+                if held_s > WRITE_HOLD_MAX_S:
+                    self._drop_head_stale(frame, held_s, self._sent)
+                    self._sent = 0
+                    continue
+            piece = memoryview(frame)[self._sent :]
+            if not piece:  # an HES unit's empty marker: nothing to write
+                self._wrote(0)
+                continue
+            if link is not None:
+                link.write(piece)
                 return
-            last = len(frames) - 1
-            for i, frame in enumerate(frames):
-                queue.append((now, frame, done if i == last else None))
-            self._wq_bytes[lane] += size
-            self._wcond.notify()
+            assert fd is not None
+            try:
+                n = os.write(fd, piece)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:  # any failure here is the port's
+                self._write_failed(frame, exc)
+                return
+            if not n:
+                self._wait_writable(fd)
+                return
+            self._wrote(n)
+        if self._waiting and fd is not None:
+            self.watch_writable(fd, None)
+        self._waiting = False
+
+    def _wait_writable(self, fd: int) -> None:
+        if not self._waiting:
+            self._waiting = True
+            self._last_progress = time.monotonic()
+            self.watch_writable(fd, self._on_writable)
+        if not self._stall_armed:
+            self._stall_armed = True
+            self.call_later(
+                self._last_progress + self.write_timeout - time.monotonic(), self._check_stall
+            )
+
+    def _on_writable(self) -> None:
+        self._write_pending()
+
+    def _check_stall(self) -> None:
+        """The write-timeout timer: a line that took nothing for the write
+        timeout counts a stall; the write goes on waiting."""
+        self._stall_armed = False
+        if not self._waiting or self._fd is None:
+            return
+        if time.monotonic() - self._last_progress >= self.write_timeout:
+            self._count_stall()
+            self._last_progress = time.monotonic()
+            self._write_pending()  # drops a head gone stale meanwhile
+        if self._waiting and self._fd is not None:
+            self._wait_writable(self._fd)
+
+    def _count_stall(self) -> None:
+        tx = self._tx
+        tx["write_timeouts"] += 1
+        self._stall_timeouts += 1
+        if not self._stall_began:
+            self._stall_began = time.monotonic() - self.write_timeout
+        if self._stall_timeouts == 1 or self._stall_timeouts % STALL_LOG_EVERY == 0:
+            gw, hes = self._wq
+            frame = self._wq[self._lane][0][1] if self._wq[self._lane] else b""
+            log.warning(
+                "write stalled reason=timeout len=%d sent=%d timeout_s=%.2f "
+                "stalled_s=%.1f action=hold queued=%d total=%d",
+                len(frame),
+                self._sent,
+                self.write_timeout,
+                time.monotonic() - self._stall_began,
+                len(gw) + len(hes),
+                tx["write_timeouts"],
+            )
+
+    def _wrote(self, n: int) -> None:
+        """The line took ``n`` more bytes of the head."""
+        self._sent += n
+        self._last_progress = time.monotonic()
+        lane = self._wq[self._lane]
+        _queued_at, frame, done = lane[0]
+        if self._sent < len(frame):
+            return
+        lane.popleft()
+        self._wq_bytes[self._lane] -= len(frame)
+        self._sent = 0
+        self._tx["frames_out"] += 1
+        self._tx["bytes_out"] += len(frame)
+        if done is not None:
+            self._written(done)
+        if self._stall_began:
+            gw, hes = self._wq
+            log.info(
+                "write resumed stalled_s=%.1f timeouts=%d queued=%d",
+                time.monotonic() - self._stall_began,
+                self._stall_timeouts,
+                len(gw) + len(hes),
+            )
+            self._stall_began, self._stall_timeouts = 0.0, 0
+
+    def _write_failed(self, frame: bytes, exc: Exception) -> None:
+        error = str(exc) or type(exc).__name__
+        tx = self._tx
+        tx["write_errors"] += 1
+        gw, hes = self._wq
+        log.warning(
+            "write failed reason=io len=%d sent=%d error=%r action=hold queued=%d total=%d",
+            len(frame),
+            self._sent,
+            error,
+            len(gw) + len(hes),
+            tx["write_errors"],
+        )
+        # The frame stays first in line and goes out whole after the reopen.
+        # If part of it reached the meter before the fault, the meter's
+        # deframer drops that part (bad FCS or no closing flag where the
+        # length says) and resyncs on the next flag; only if all but the
+        # closing flag got out can the meter see the frame twice, which is
+        # better than never.
+        self._lost(f"write failed: {error}")
+
+    def _written(self, done: tuple[str, int, int]) -> None:
+        """An HES unit's last frame is out: journal the mark, then acknowledge
+        the unit to the client."""
+        src, inst, n = done
+        try:
+            self.journal.mark(src, inst, n)
+            marks = self._journaled_marks
+            marks.pop((src, inst), None)  # most recent last; bounded like the receiver
+            marks[(src, inst)] = n
+            while len(marks) > delivery.STREAMS_MAX:
+                del marks[next(iter(marks))]
+        except JournalError as exc:
+            log.warning("journal mark failed error=%s", exc)
+        if self.down.made_durable(src, inst, n):
+            self.send(src, bus.OP_ACK, [inst, self.down.durable(src, inst)])
+
+    def _drop_head_stale(self, frame: bytes, held_s: float, sent: int) -> None:
+        self._wq[_LANE_GW].popleft()
+        self._wq_bytes[_LANE_GW] -= len(frame)
+        tx = self._tx
+        tx["write_stale"] += 1
+        n = tx["write_stale"]
+        if n <= 10 or n % 1000 == 0:
+            # sent > 0: the meter got the start of it and drops that part.
+            log.warning(
+                "write dropped reason=stale len=%d sent=%d held_s=%.1f total=%d",
+                len(frame),
+                sent,
+                held_s,
+                n,
+            )
+
+    # -- status ------------------------------------------------------------------------
 
     def _sync_counters(self) -> None:
         c = self.counters
@@ -626,27 +1127,15 @@ class Uart(Service):
         data["deframer"] = self.deframer.counters()
         return data
 
-    def _wake_port_thread(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass  # already woken (buffer full) or closing
-
     def _shutdown(self) -> None:
-        self._halt.set()
-        self._wake_port_thread()
-        with self._wcond:
-            self._wcond.notify_all()
-        self._port_thread.join(JOIN_TIMEOUT_S)
-        self._writer.join(JOIN_TIMEOUT_S)
-        stuck = [t.name for t in (self._port_thread, self._writer) if t.is_alive()]
-        for name in stuck:
-            log.warning("thread did not stop name=%s action=left_to_exit", name)
-        if not stuck:  # a stuck thread may still use them: left to the process exit
-            self._wake_r.close()
-            self._wake_w.close()
-            with self._jlock:
-                self.journal.close()
+        link = self._link
+        self._close_port()  # a partial frame stays journaled for the next uart
+        for thread in link.threads if link is not None else ():
+            if thread.ident is not None:
+                thread.join(JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("thread did not stop name=%s action=left_to_exit", thread.name)
+        self.journal.close()
         self._sync_counters()
         log.info(
             "uart stopped frames_in=%d frames_out=%d unsent=%d held_units=%d",
@@ -655,422 +1144,6 @@ class Uart(Service):
             len(self._wq[_LANE_GW]) + len(self._wq[_LANE_HES]),
             len(self.up.held),
         )
-
-    # -- the port thread ---------------------------------------------------------
-
-    def _post(self, parts: list[bytes]) -> bool:
-        return self._box.post(parts)
-
-    def _post_frames(self, frames: list[bytes]) -> None:
-        """Journal a batch as a unit of the uplink stream, then hand it to the loop.
-
-        The journal comes first: from here on a SIGKILL of this process
-        loses nothing, the next uart sends the unit again. So a full inbox
-        (the loop far behind) costs only a delay: the unit is held, and sent
-        again when the client asks for it or the resend timer fires.
-        """
-        size = sum(map(len, frames))
-        partial = self.deframer.partial
-        with self._jlock:
-            unit = self.up.submit(frames, size, time.monotonic())
-            self.journal.unit(unit.inst, unit.n, frames, partial)
-            self._journaled_partial = partial
-        # One part, not one per frame: pyzmq's per-part cost dominated the
-        # hand-off to the loop under load.
-        if self._post([_KIND_FRAMES, msgpack.packb(frames), b"%d" % unit.n, b"%r" % unit.born]):
-            return
-        before = self._rx["rx_held"]
-        self._rx["rx_held"] = before + len(frames)
-        if before < 10 or before // 1000 != (before + len(frames)) // 1000:
-            log.warning(
-                "frames held reason=loop_behind action=send_on_nack_or_timer count=%d total=%d",
-                len(frames),
-                before + len(frames),
-            )
-
-    def _run_port(self) -> None:
-        delay = self.reopen_min
-        opened_before = False
-        try:
-            while not self._halt.is_set():
-                try:
-                    port, rs485_state = open_port(self.port_name, self.settings, self.rs485)
-                except Exception as exc:  # termios.error is no OSError: catch all
-                    self._open_failed(exc, delay)
-                    if self._watch_for_device(delay):
-                        continue  # it appeared: open it now
-                    self._halt.wait(delay)
-                    delay = min(delay * 2, self.reopen_max)
-                    continue
-                opened_at = time.monotonic()
-                if opened_before:
-                    self._rx["reopens"] += 1
-                opened_before = True
-                self.rs485_state = rs485_state
-                self.last_error = ""
-                self.fail_attempts = 0
-                self.open_since = time.time()
-                self._write_fault = None
-                with self._port_lock:
-                    self._port = port
-                with self._wcond:
-                    self._wcond.notify_all()
-                self._post([_KIND_OPEN, msgpack.packb({"rs485": rs485_state})])
-
-                reason = self._read_until_fault(port)
-                self._close_port(port)
-                # A partial frame from a line that went away is stale.
-                self._after_read(self.deframer.flush())
-                if reason is None:
-                    break  # stopping
-                if not is_url(self.port_name) and not os.path.exists(self.port_name):
-                    delay = self.reopen_min  # unplugged: watched, not backed off
-                open_s = time.monotonic() - opened_at
-                self.last_error = reason
-                self.open_since = time.time()
-                self._post(
-                    [_KIND_LOST, msgpack.packb({"reason": reason, "open_s": round(open_s, 3)})]
-                )
-                # A port that stayed up longer than the longest backoff was
-                # healthy: start over. One that flaps keeps backing off.
-                if open_s >= self.reopen_max:
-                    delay = self.reopen_min
-                self._halt.wait(delay)
-                delay = min(delay * 2, self.reopen_max)
-        except Exception:
-            # A bug, not a port fault (those end _read_until_fault): stop, and
-            # supervisord restarts a uart that would otherwise never read again.
-            log.exception("port thread failed port=%s action=stop", self.port_name)
-            self.stop()
-        finally:
-            port = self._port
-            if port is not None:
-                self._close_port(port)
-            self._box.close_thread_side()
-
-    def _after_read(self, frames: list[bytes]) -> None:
-        """Journal what a read (or an idle-gap flush) left: complete frames as
-        a unit with the partial after them, else the partial alone if it
-        changed, so a frame half read outlives a kill of this process."""
-        if frames:
-            self._post_frames(frames)
-            return
-        partial = self.deframer.partial
-        if partial != self._journaled_partial:
-            with self._jlock:
-                self.journal.partial(partial)
-                self._journaled_partial = partial
-
-    def _watch_for_device(self, delay: float) -> bool:
-        """While a device path does not exist, look for it every ``PORT_WATCH_S``
-        (up to ``delay``, or for as long as it stays missing); True once it is
-        there again, so it is opened at once instead of after the back-off."""
-        if is_url(self.port_name) or os.path.exists(self.port_name):
-            return False
-        while not self._halt.wait(PORT_WATCH_S):
-            if os.path.exists(self.port_name):
-                return True
-        return False
-
-    def _wait_for_room(self) -> bool:
-        """Backpressure: while the held uplink is at its bound, read nothing.
-
-        The kernel's input queue (and the meter's flow control) holds the rest;
-        an acknowledgement wakes this at once through the wake pipe. True if
-        it waited: the line was not quiet meanwhile, so the caller restarts
-        its idle gap (a frame half read before the wait is not stale).
-        """
-        if self.up.room():
-            return False
-        self._rx["held_waits"] += 1
-        log.warning(
-            "uplink held at bound held_bytes=%d max_bytes=%d action=stop_reading",
-            self.up.held_bytes,
-            self.up.max_bytes,
-        )
-        self._waiting_room = True
-        try:
-            while not self._halt.is_set() and self._write_fault is None and not self.up.room():
-                select.select([self._wake_r], [], [], HOLD_WAIT_S)
-                self._drain_wake()
-        finally:
-            self._waiting_room = False
-        log.info("uplink room again held_bytes=%d action=read", self.up.held_bytes)
-        return True
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except OSError:
-            pass
-
-    def _open_failed(self, exc: Exception, delay: float) -> None:
-        self.fail_attempts += 1
-        self._rx["open_failures"] += 1
-        error = str(exc)
-        self.last_error = error
-        n = self.fail_attempts
-        if n <= OPEN_FAIL_LOG_FIRST or n % OPEN_FAIL_LOG_EVERY == 0:
-            log.warning(
-                "serial open failed port=%s error=%r attempt=%d retry_in=%.2f",
-                self.port_name,
-                error,
-                n,
-                delay,
-            )
-
-    def _read_until_fault(self, port: serial.SerialBase) -> str | None:
-        """Read and deframe until the port fails (return why) or we stop (None)."""
-        try:
-            fd = port.fileno()
-        except Exception:  # URL ports (socket://, rfc2217://, loop://) may have none
-            fd = None
-        if fd is not None:
-            return self._select_until_fault(port, fd)
-        deframer = self.deframer
-        idle_gap = self.idle_gap
-        last_rx = time.monotonic()
-        rx = self._rx
-        while not self._halt.is_set():
-            fault = self._write_fault
-            if fault is not None:
-                return fault
-            if self._wait_for_room():
-                last_rx = time.monotonic()
-            try:
-                data = port.read(port.in_waiting or 1)
-            except Exception as exc:  # any failure here is the port's
-                return str(exc) or type(exc).__name__
-            now = time.monotonic()
-            if data:
-                last_rx = now
-                rx["bytes_in"] += len(data)
-                frames = deframer.feed(data)
-            elif deframer.pending and now - last_rx >= idle_gap:
-                frames = deframer.flush()
-            else:
-                continue
-            self._after_read(frames)
-        return None
-
-    def _select_until_fault(self, port: serial.SerialBase, fd: int) -> str | None:
-        """``_read_until_fault`` for ports with a file descriptor.
-
-        Waits in select: as long as ``IDLE_WAIT_S`` while nothing is buffered,
-        only until the idle gap ends while a partial frame is pending; a stop
-        or a write fault wakes it at once through the wake pipe.
-        """
-        deframer = self.deframer
-        # Floor as for the read-timeout loop: a gap shorter than the pause inside
-        # one frame would flush every frame that arrives in two pieces.
-        idle_gap = max(self.idle_gap, READ_TIMEOUT_MIN_S)
-        last_rx = time.monotonic()
-        rx = self._rx
-        wake = self._wake_r
-        while not self._halt.is_set():
-            fault = self._write_fault
-            if fault is not None:
-                return fault
-            if self._wait_for_room():
-                last_rx = time.monotonic()
-            if deframer.pending:
-                wait = max(0.0, idle_gap - (time.monotonic() - last_rx))
-            else:
-                wait = IDLE_WAIT_S
-            try:
-                ready, _, _ = select.select([fd, wake], [], [], wait)
-            except (OSError, ValueError) as exc:
-                return str(exc) or type(exc).__name__
-            if wake in ready:
-                self._drain_wake()
-            frames: list[bytes] = []
-            if fd in ready:
-                try:
-                    data = port.read(port.in_waiting or 1)
-                except Exception as exc:  # any failure here is the port's
-                    return str(exc) or type(exc).__name__
-                if not data:
-                    continue
-                last_rx = time.monotonic()
-                rx["bytes_in"] += len(data)
-                frames = deframer.feed(data)
-            elif deframer.pending and time.monotonic() - last_rx >= idle_gap:
-                frames = deframer.flush()
-            else:
-                continue
-            self._after_read(frames)
-        return None
-
-    def _close_port(self, port: serial.SerialBase) -> None:
-        # Wake a write blocked on a dead or stalled line, then wait for the
-        # writer to let go before closing (it holds the lock while writing).
-        cancel = getattr(port, "cancel_write", None)
-        if cancel is not None:
-            try:
-                cancel()
-            except Exception:
-                pass
-        with self._port_lock:
-            if self._port is port:
-                self._port = None
-        try:
-            port.close()
-        except Exception as exc:  # a vanished device may fail even this
-            log.debug("serial close failed port=%s error=%r", self.port_name, str(exc))
-
-    # -- the writer thread ---------------------------------------------------------
-
-    def _run_writer(self) -> None:
-        try:
-            self._write_queued()
-        except Exception:
-            # A bug, not a line fault. A uart that never writes again would be
-            # worse than a restart by supervisord, which stopping gets us.
-            log.exception("writer thread failed port=%s action=stop", self.port_name)
-            self.stop()
-        finally:
-            self._box.close_thread_side()
-
-    def _write_queued(self) -> None:
-        """Write the queue's head until it is out whole or too old; repeat.
-
-        The head stays in the queue while it is being written, so a frame is
-        never lost between a failed write and the next try. ``sent`` counts
-        its bytes already accepted by ``sent_on``, the port they went to.
-        """
-        tx = self._tx
-        sent = 0
-        sent_on: serial.SerialBase | None = None
-        stall_began = 0.0  # when the line stopped taking bytes; 0: it is not
-        stall_timeouts = 0
-        lane = _LANE_GW
-        gw, hes = self._wq
-        while not self._halt.is_set():
-            with self._wcond:
-                # After a write fault, wait for the port thread to reopen.
-                if (not gw and not hes) or self._port is None or self._write_fault is not None:
-                    self._wcond.wait(WRITER_IDLE_S)
-                    continue
-                if sent == 0:
-                    # Between frames the gateway's own lane goes first; a frame
-                    # once begun is finished before the other lane's next one.
-                    lane = _LANE_GW if gw else _LANE_HES
-                queued_at, frame, done = self._wq[lane][0]
-            held_s = time.monotonic() - queued_at
-            if lane == _LANE_GW and held_s > WRITE_HOLD_MAX_S:
-                self._drop_head_stale(frame, held_s, sent if sent_on is self._port else 0)
-                sent, sent_on = 0, None
-                continue
-            outcome = ""
-            with self._port_lock:
-                port = self._port
-                if port is None:
-                    continue  # closed since we looked: the frame stays first in line
-                if port is not sent_on:
-                    # Any earlier part went to a line since closed: start over.
-                    sent, sent_on = 0, port
-                    stall_began, stall_timeouts = 0.0, 0
-                try:
-                    n, outcome = write_some(port, memoryview(frame)[sent:], self.write_timeout)
-                    sent += n
-                except Exception as exc:  # any failure here is the port's
-                    error = str(exc) or type(exc).__name__
-                    tx["write_errors"] += 1
-                    log.warning(
-                        "write failed reason=io len=%d sent=%d error=%r action=hold queued=%d "
-                        "total=%d",
-                        len(frame),
-                        sent,
-                        error,
-                        len(gw) + len(hes),
-                        tx["write_errors"],
-                    )
-                    # The frame stays first in line and goes out whole after the
-                    # reopen. If part of it reached the meter before the fault,
-                    # the meter's deframer drops that part (bad FCS or no closing
-                    # flag where the length says) and resyncs on the next flag;
-                    # only if all but the closing flag got out can the meter see
-                    # the frame twice, which is better than never.
-                    sent, sent_on = 0, None
-                    stall_began, stall_timeouts = 0.0, 0
-                    # The port thread closes and reopens it.
-                    self._write_fault = f"write failed: {error}"
-                    self._wake_port_thread()
-                    continue
-            if sent >= len(frame):
-                with self._wcond:
-                    self._wq[lane].popleft()  # only this thread takes from the left
-                    self._wq_bytes[lane] -= len(frame)
-                tx["frames_out"] += 1
-                tx["bytes_out"] += len(frame)
-                sent, sent_on = 0, None
-                if done is not None:
-                    self._written(done)
-                if stall_began:
-                    log.info(
-                        "write resumed stalled_s=%.1f timeouts=%d queued=%d",
-                        time.monotonic() - stall_began,
-                        stall_timeouts,
-                        len(gw) + len(hes),
-                    )
-                    stall_began, stall_timeouts = 0.0, 0
-                continue
-            if outcome == OUTCOME_TIMEOUT:
-                tx["write_timeouts"] += 1
-                stall_timeouts += 1
-                if not stall_began:
-                    stall_began = time.monotonic() - self.write_timeout
-                if stall_timeouts == 1 or stall_timeouts % STALL_LOG_EVERY == 0:
-                    log.warning(
-                        "write stalled reason=timeout len=%d sent=%d timeout_s=%.2f "
-                        "stalled_s=%.1f action=hold queued=%d total=%d",
-                        len(frame),
-                        sent,
-                        self.write_timeout,
-                        time.monotonic() - stall_began,
-                        len(gw) + len(hes),
-                        tx["write_timeouts"],
-                    )
-            # Timed out or cancelled (the port thread is closing the port): let
-            # go of the port for a moment, then carry on from byte ``sent``.
-            self._halt.wait(WRITE_RETRY_S)
-
-    def _written(self, done: tuple[str, int, int]) -> None:
-        """An HES unit's last frame is out: journal the mark at once (the
-        shorter the gap between the write and the mark, the smaller the
-        chance a kill makes the next uart write it again), then tell the loop,
-        which acknowledges it to the client."""
-        src, inst, n = done
-        try:
-            with self._jlock:
-                self.journal.mark(src, inst, n)
-                marks = self._journaled_marks
-                marks.pop((src, inst), None)  # most recent last; bounded like the receiver
-                marks[(src, inst)] = n
-                while len(marks) > delivery.STREAMS_MAX:
-                    del marks[next(iter(marks))]
-        except JournalError as exc:
-            log.warning("journal mark failed error=%s", exc)
-        if not self._post([_KIND_WRITTEN, msgpack.packb([[src, inst, n]])]):
-            self._tx["written_unposted"] = self._tx.get("written_unposted", 0) + 1
-
-    def _drop_head_stale(self, frame: bytes, held_s: float, sent: int) -> None:
-        with self._wcond:
-            self._wq[_LANE_GW].popleft()
-            self._wq_bytes[_LANE_GW] -= len(frame)
-        tx = self._tx
-        tx["write_stale"] += 1
-        n = tx["write_stale"]
-        if n <= 10 or n % 1000 == 0:
-            # sent > 0: the meter got the start of it and drops that part.
-            log.warning(
-                "write dropped reason=stale len=%d sent=%d held_s=%.1f total=%d",
-                len(frame),
-                sent,
-                held_s,
-                n,
-            )
 
 
 #: write_some outcomes besides "all written".

@@ -1,9 +1,11 @@
 """The uart service against a meter on a real pseudo-terminal.
 
-Every test but the first two runs real processes: the broker, a resolver
-worker (whose built-in 0x2100 handler forwards the info bytes to ``client``)
-and ``services.uart``, configured with ``UART.port`` = a symlink in the run
-directory that points at the slave of a pty the test holds (services.sim.meter_pty).
+The first tests (settings, opening, write_some) and the last (the port in a
+uart's loop, driven in this process) aside, the tests run real processes: the
+broker, a resolver worker (whose built-in 0x2100 handler forwards the info
+bytes to ``client``) and ``services.uart``, configured with ``UART.port`` = a
+symlink in the run directory that points at the slave of a pty the test holds
+(services.sim.meter_pty).
 The probe plays the client (it receives what the pool releases for it) and
 sends ``write`` to uart as the client would.
 """
@@ -11,9 +13,12 @@ sends ``write`` to uart as the client would.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +26,12 @@ from typing import Any
 import pytest
 import serial
 
-from common import bus, rfc1662
+from common import bus, config, rfc1662
 from services.sim.meter_pty import MeterPty
 from services.uart import (
     OUTCOME_CANCELLED,
     OUTCOME_TIMEOUT,
+    Uart,
     is_url,
     open_port,
     serial_settings,
@@ -401,6 +407,9 @@ def test_socket_url_port_reconnects_after_the_peer_closes(
         conn, _ = server.accept()
         conn.settimeout(5)
         uart.wait_log("serial open port=socket://", timeout=10)
+        # The events reach the probe (a loss published before the uart's PUB
+        # has the subscription would be dropped: ZeroMQ's slow joiner).
+        probe.wait_event(events, bus.T_SERIAL_STATUS, lambda d: d["open"], timeout=5)
         frame = payload_frame(b"over tcp")
         probe.send(bus.UART, bus.OP_WRITE, [frame], src=bus.CLIENT)
         assert recv_exactly(conn, len(frame)) == frame
@@ -613,3 +622,157 @@ def test_a_frame_half_read_when_the_uart_is_killed_is_finished_by_the_next(
         )
     finally:
         hes.stop()
+
+
+# -- in-process: the port in the service loop ---------------------------------------------
+
+
+def loop_uart(run_dir: Path, **uart: Any) -> Uart:
+    """A uart in this process; nothing listens on its bus (sends queue, never block)."""
+    cfg = config.validate(base_config(run_dir, UART={"idle_gap_ms": TEST_IDLE_GAP_MS, **uart}))
+    cfg["_run_dir"] = str(run_dir)
+    return Uart(cfg)
+
+
+def drive(uart: Uart, step: Any, timeout: float) -> None:
+    """Run ``uart``'s loop in this thread, calling ``step()`` every 5 ms from
+    it, until ``step`` returns True; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    timed_out = []
+
+    def tick() -> None:
+        if step():
+            uart.stop()
+        elif time.monotonic() > deadline:
+            timed_out.append(True)
+            uart.stop()
+
+    uart.every(0.005, tick)
+    uart._loop()
+    assert not timed_out, f"the loop did not get there within {timeout}s"
+
+
+def test_a_write_the_meter_does_not_take_waits_in_the_loop_which_goes_on_serving(
+    run_dir: Path, meter: MeterPty
+):
+    """No thread: the uart opens the pty in its loop, writes what the line
+    takes, and while the meter reads nothing for longer than the write
+    timeout the same loop reads the uplink and acknowledges the units it
+    wrote whole; a gateway frame goes out right after the frame in flight;
+    once the meter reads, every byte arrives once, in order."""
+    threads = threading.active_count()
+    uart = loop_uart(run_dir, baudrate=921600)  # a write timeout near its 1 s floor
+    sent: list[tuple[str, str, Any]] = []
+    real_send = uart.send
+
+    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
+        sent.append((dst, op, data))
+        real_send(dst, op, data, ref)
+
+    uart.send = send  # type: ignore[method-assign]
+    try:
+        uart.setup()
+        assert uart.is_open and threading.active_count() == threads
+        frames = numbered(STALL_FRAMES, STALL_INFO, seed=31)
+        units = [frames[i : i + 8] for i in range(0, len(frames), 8)]
+        for n, unit in enumerate(units):
+            ref = [bus.CLIENT, 5, n, 0]
+            uart.dispatch(bus.encode_parts(bus.CLIENT, 5, n, bus.OP_WRITE, unit, ref))
+        reply = payload_frame(b"gateway reply")
+        state: dict[str, Any] = {"phase": "stalled", "last": time.monotonic(), "gap": 0.0}
+        got = bytearray()
+
+        def step() -> bool:
+            now = time.monotonic()
+            state["gap"] = max(state["gap"], now - state["last"])
+            state["last"] = now
+            assert threading.active_count() == threads
+            if state["phase"] == "stalled":
+                if not uart.counters["frames_in"] and not state.get("up"):
+                    meter.write(payload_frame(b"uplink while stalled"))
+                    state["up"] = True
+                acked = [d for dst, op, d in sent if dst == bus.CLIENT and op == bus.OP_ACK]
+                if uart._tx["write_timeouts"] and uart.counters["frames_in"] and acked:
+                    state["in_flight"] = (uart._tx["frames_out"], uart._sent)
+                    state["stall_gap"] = state["gap"]
+                    uart.dispatch(bus.encode_parts(bus.RESOLVER, 1, 0, bus.OP_WRITE, [reply], None))
+                    state["phase"] = "reading"
+                return False
+            try:
+                got.extend(os.read(meter.master, 65536))
+            except BlockingIOError:
+                pass
+            return len(got) >= len(b"".join(frames)) + len(reply)
+
+        drive(uart, step, timeout=15)
+        # The loop ran its timers all through the stall: no write blocked it.
+        assert state["stall_gap"] < 0.5, state
+        done, began = state["in_flight"]
+        at = done + 1 if began else done  # the frame in flight is finished first
+        assert bytes(got) == b"".join(frames[:at]) + reply + b"".join(frames[at:])
+        assert meter.expect_silence(0.1) == b""
+        assert uart._tx["frames_out"] == len(frames) + 1 and uart._tx["write_errors"] == 0
+        acks = [d for dst, op, d in sent if dst == bus.CLIENT and op == bus.OP_ACK]
+        assert acks[-1] == [5, len(units) - 1]
+        assert [op for dst, op, _ in sent if dst == bus.RESOLVER] == [bus.OP_FRAMES]
+    finally:
+        uart.close()
+
+
+def test_at_the_uplink_bound_the_loop_stops_polling_the_port_and_an_ack_resumes_it(
+    run_dir: Path, meter: MeterPty, caplog
+):
+    """Backpressure without a thread: with the held uplink at its bound the
+    port's fd leaves the poll set (the kernel holds the rest, no partial is
+    flushed as stale meanwhile); an acknowledgement polls it again, and every
+    frame goes out once, in order."""
+    caplog.set_level(logging.INFO, logger="meterlink.uart")
+    uart = loop_uart(run_dir, journal={"max_bytes": 64 * 1024})
+    sent: list[list[bytes]] = []
+    real_send = uart.send
+
+    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
+        if op == bus.OP_FRAMES:
+            sent.append(data)
+        real_send(dst, op, data, ref)
+
+    uart.send = send  # type: ignore[method-assign]
+    frames = numbered(120, 1000, seed=41)
+    todo = bytearray(b"".join(frames))
+    state: dict[str, Any] = {}
+
+    def ack_all() -> None:
+        last = uart.up.held[-1]
+        env = bus.encode_parts(bus.CLIENT, 1, 0, bus.OP_ACK, [last.inst, last.n])
+        uart.dispatch(env)
+
+    def step() -> bool:
+        if todo:
+            try:
+                del todo[: os.write(meter.master, todo)]
+            except BlockingIOError:
+                pass
+        if uart._held and "held_at" not in state:
+            state["held_at"] = time.monotonic()
+            state["bytes_in"] = uart._rx["bytes_in"]
+            state["polled"] = uart._fd in uart._sockets
+        if "held_at" in state and "acked" not in state:
+            if time.monotonic() - state["held_at"] < 0.3:  # twice the idle gap
+                assert uart._rx["bytes_in"] == state["bytes_in"]  # nothing read
+                return False
+            state["acked"] = True
+            ack_all()
+        elif uart._held:
+            ack_all()
+        return sum(map(len, sent)) >= len(frames)
+
+    try:
+        uart.setup()
+        drive(uart, step, timeout=20)
+    finally:
+        uart.close()
+    assert state["polled"] is False
+    assert uart._rx["held_waits"] >= 1
+    assert [f for batch in sent for f in batch] == frames
+    assert uart.deframer.counters().get("truncated", 0) == 0
+    assert "uplink held at bound" in caplog.text and "uplink room again" in caplog.text
