@@ -7,11 +7,14 @@ publishes and subscribes to events, and addresses the others by name, so that
 does there.
 
 Theory of operation: one thread runs ``run()``, a poll loop over the inbox,
-the event subscription, any thread inboxes and the signal wake-up pipe. On
-every pass it handles what arrived, then does its housekeeping (timers,
-heartbeat, flushing the outbox). Reader threads (a serial port, a TCP socket)
-never touch a bus socket: they post to a ``ThreadInbox`` (inproc PUSH/PULL),
-which never blocks them; a full inbox counts a drop. Sends to the broker never
+the event subscription, the file descriptors a service adds (its serial port,
+its HES socket: ``add_socket`` for input, ``watch_writable`` while a write
+waits for room), any thread inboxes and the signal wake-up pipe. On every pass
+it runs the timers due (heartbeat among them), then polls, handles what
+arrived and flushes the outbox. A thread a service still needs (a blocking
+connect, a port without a descriptor) never touches a bus socket: it posts to
+a ``ThreadInbox`` (inproc PUSH/PULL), which never blocks it; a full inbox
+counts a drop. Sends to the broker never
 block either: what the socket will not take now waits in a bounded outbox and
 the oldest is dropped, with a count, when it is full.
 
@@ -149,8 +152,7 @@ class ThreadInbox:
 
     ``post(parts)`` never blocks: if the loop is that far behind, it refuses
     (returns False, counted under ``<name>.full``) and the poster decides
-    (the uart's port thread has journaled the frames, the client's connection
-    keeps the data and stops reading). Call ``post`` only from
+    (the poster keeps what was refused and tries again). Call ``post`` only from
     one thread (the socket is created lazily in the thread that first posts).
     """
 
@@ -627,6 +629,8 @@ class Service:
         registered: dict[Any, int] = {}
         readers, writers = self._sockets, self._writers
         while not self._stop.is_set():
+            # Timers first: a socket one of them adds is polled in this pass.
+            nearest = self._run_timers(time.monotonic())
             # (Re)register what changed: sockets come and go with connections,
             # and a socket is polled for POLLOUT only while a write waits.
             wanted: dict[Any, int] = dict.fromkeys(readers, zmq.POLLIN)
@@ -643,8 +647,6 @@ class Service:
                     if registered.get(sock) != flags:
                         poller.register(sock, flags)  # registers or modifies
                         registered[sock] = flags
-            now = time.monotonic()
-            nearest = self._run_timers(now)
             # Rounded up: rounding down polls with 0 in a timer's last
             # millisecond, a busy loop that costs an idle service real CPU.
             timeout_ms = max(0, math.ceil((nearest - time.monotonic()) * 1000))

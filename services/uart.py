@@ -265,10 +265,6 @@ def _make_port(url: str, kwargs: dict[str, Any]) -> serial.SerialBase:
     return serial.serial_for_url(url, do_not_open=True, **kwargs)
 
 
-def _noop() -> None:
-    pass
-
-
 class _Link:
     """A connection to a URL port, which has no file descriptor for the loop.
 
@@ -583,12 +579,9 @@ class Uart(Service):
             self._hold()
         if self._fd is not None:
             self._poll_input(not self._held)
-            # What the meter sent while the port was closed is read at once; a
-            # descriptor added from a timer is polled from the next pass, which
-            # a timer due now brings at once.
+            # What the meter sent while the port was closed is read at once.
             if not self._held:
                 self._read(polled=False)
-            self.call_later(0, _noop)
         self._write_pending()
 
     def _lost(self, reason: str) -> None:
