@@ -3,13 +3,17 @@
 Uplink: ``send`` messages carry a list of payloads (from the resolver workers,
 already in meter order); they go to the HES as a byte stream, in order. While
 the link is up, nothing waits in the spool and less than ``DIRECT_MAX_BYTES``
-is unacknowledged, they are handed straight to the connection (no fsync on
-the way); otherwise they are appended to a durable spool (``common.spool``,
-SQLite in the run directory), which drains in order once the link is back, so
-order holds across outages and restarts. Appends are fsynced, so while more
-messages wait in the inbox up to ``SPOOL_BATCH_MAX_BYTES`` are gathered into
-one transaction: a burst costs one fsync, not one per message. What the
-spool's bounds drop is counted and logged.
+(1 MiB) is unacknowledged by the HES's TCP, they are held in memory and handed
+straight to the connection (no spool write, no fsync on the way): their units
+are acknowledged to the uart only once the HES's TCP has acknowledged them, so
+until then the uart's journal is their durable copy. Only while the link is
+down, or beyond that bound (an HES slower than the meter), are they appended
+to a durable spool (``common.spool``, SQLite in the run directory), which
+drains in order once the link is back, so order holds across outages and
+restarts; once anything is in the spool, later payloads go behind it. Appends
+are fsynced, so while more messages wait in the inbox up to
+``SPOOL_BATCH_MAX_BYTES`` are gathered into one transaction: a burst costs one
+fsync, not one per message. What the spool's bounds drop is counted and logged.
 
 Downlink: every chunk read from the HES is wrapped in 0x2100/0xBF frames of at
 most ``UART.max_info`` info bytes and written to the meter (``uart.write``).
@@ -54,9 +58,10 @@ where SIOCOUTQ counts record bytes the plaintext cannot be mapped to: raw
 positions from SIOCOUTQ and TCP_INFO's ``tcpi_bytes_acked``, rounded so a
 payload is confirmed late, never early. Only then does the loop count a
 payload (``uplink.payloads``) and remove it from the spool; until then it
-stays in ``inflight``. SO_SNDBUF is fixed at ``SNDBUF_BYTES`` and at most
-``INFLIGHT_MAX_BYTES`` of payloads are handed over and unacknowledged, so
-what a dying link leaves in doubt stays bounded. When a connection ends the
+stays in ``inflight``. SO_SNDBUF is fixed at ``SNDBUF_BYTES``, so what a
+dying link leaves in doubt (written, not acknowledged) stays bounded; at most
+``DIRECT_MAX_BYTES`` of payloads held in memory, or ``INFLIGHT_MAX_BYTES``
+read from the spool, are handed over and unacknowledged. When a connection ends the
 thread looks at the ACKs once more (the kernel keeps them after a reset);
 everything still unacknowledged is sent again, in order, on the next one:
 spooled payloads are still in the spool, direct ones go back to its front.
@@ -71,19 +76,25 @@ loses that data, and only an application-level acknowledgement, which the HES
 protocol does not have, could close that gap.
 
 Stopping and crashing. On SIGTERM the thread waits up to ``STOP_ACK_WAIT_S``
-for outstanding ACKs, then direct payloads still unacknowledged go to the
-spool and are sent again after the restart (the kernel may still deliver the
-old copies: duplicates). SIGKILL, or a crash, loses exactly what only this
-process's memory holds: the direct payloads not yet acknowledged (at most
-``DIRECT_MAX_BYTES``; beyond that everything goes through the spool) and,
-during a burst, the payloads gathered for the next spool transaction (less
-than ``SPOOL_BATCH_MAX_BYTES``). Of the direct ones, those already written
-usually still arrive, because the kernel goes on sending a dead process's
-socket buffer, unless unread downlink data turns the close into a reset or
-the link fails; a power cut loses them all. Everything the spool accepted
-survives (each append is fsynced); spool acks are not fsynced, so after a
-power cut some delivered payloads are sent again. Payloads still queued on
-the bus toward the client are beyond its reach.
+for outstanding ACKs, then payloads held in memory still unacknowledged go to
+the spool (with their units' marks, one transaction) and are sent again after
+the restart (the kernel may still deliver the old copies: duplicates, counted
+by the next client in ``uplink.duplicates_possible``). SIGKILL, or a crash,
+loses nothing the uart handed over: a unit is acknowledged to the uart only
+once all its payloads are in the spool (committed) or acknowledged by the
+HES's TCP, so what only this process's memory held (the payloads held in
+memory, at most ``DIRECT_MAX_BYTES`` unacknowledged, and those gathered for
+the next spool transaction) belongs to units the uart still journals and
+sends again to the restarted client. What can repeat is what was written to
+the socket but not yet acknowledged when the process died: the kernel goes on
+sending a dead process's socket buffer (unless unread downlink data turns the
+close into a reset or the link fails), and the same payloads come again from
+the uart. The ``sent`` marks (``common.marks``, written before a payload can
+reach the HES) let the restarted client count those in
+``uplink.duplicates_possible``. Everything the spool accepted survives (each
+append is fsynced); spool acks are not fsynced, so after a power cut some
+delivered payloads are sent again. A power cut of the whole gateway depends on
+the uart journal's fsync policy for the units it had not yet had acknowledged.
 
 Events: ``link.up`` / ``link.down`` (with ``reason``) on each change;
 ``link.status`` (state: ``up``, ``host``, ``port``, ``tls``, ``since``,
@@ -143,8 +154,13 @@ MARKS_FILE = "client-marks.bin"  # in the run directory (common.marks)
 RECV_SIZE = 65536  # bytes per read from the HES
 WRITE_CHUNK = 65536  # bytes per write to the HES
 SNDBUF_BYTES = 128 * 1024  # SO_SNDBUF (the kernel doubles it): bounds the unacknowledged window
-INFLIGHT_MAX_BYTES = 256 * 1024  # handed to the connection and not yet acknowledged
-DIRECT_MAX_BYTES = 64 * 1024  # unacknowledged and not in the spool (lost on SIGKILL)
+INFLIGHT_MAX_BYTES = 256 * 1024  # read from the spool, handed over, not yet acknowledged
+#: While the link is up, payloads are held in memory (handed to the connection,
+#: not spooled) up to this many bytes unacknowledged by the HES's TCP. Their
+#: units are not acknowledged to the uart until then, so the uart's journal is
+#: their durable copy and a SIGKILL loses none of them (the uart sends the units
+#: again). Beyond it (an HES slower than the meter) payloads go to the spool.
+DIRECT_MAX_BYTES = 1024 * 1024
 SPOOL_BATCH_MAX_BYTES = 64 * 1024  # gathered for one spool transaction (lost on SIGKILL)
 ACK_POLL_MIN_S = 0.005  # first look at the ACKs after a write ...
 ACK_POLL_MAX_S = 0.1  # ... then doubling up to this while nothing moves
