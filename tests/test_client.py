@@ -951,3 +951,47 @@ def test_slow_hes_holds_payloads_in_memory_and_a_sigkill_then_loses_nothing(stac
     finally:
         relay.stop()
         hes.stop()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_blocked_writes_resume_at_the_right_byte_and_the_downlink_flows_meanwhile(
+    stack, run_dir, probe, pki, tls
+):
+    """The loop serves the socket: a write the socket does not take whole waits
+    for POLLOUT and goes on at the byte it stopped at (payloads of every size,
+    across TLS records and write chunks), and while writes are blocked the HES's
+    data still reaches the uart."""
+    hes = FakeHES(tls=_server_ctx(pki) if tls else None, rcvbuf=4096).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        uart = probe.inbox("uart")
+        extra: dict[str, Any] = {}
+        if tls:
+            extra["tls"] = {
+                "enabled": True,
+                "ca": str(pki / "ca.pem"),
+                "cert": str(pki / "gateway.pem"),
+                "key": str(pki / "gateway.key"),
+                "server_hostname": "localhost",
+            }
+        start_client(stack, run_dir, hes.port, **extra)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        hes.pause()
+        rng = random.Random(31)
+        sizes = [1, 7, 100, 1500, 16383, 16385, 40000, 65535, 65537, 70000]
+        items = [b"W%05d:" % i + rng.randbytes(rng.choice(sizes)) for i in range(120)]
+        send_in_batches(probe, items, rng)
+        wait_for(Stalled(lambda: hes.inq(0)), 15, "the HES's window to shut")
+        link_status(probe, sub, lambda d: d["up"] and d["inflight"] > 0)
+        hes.send(b"downlink while the uplink is blocked")
+        env = probe.recv_env(uart, timeout=10)
+        assert env.op == bus.OP_WRITE
+        got = b"".join(rfc1662.decode(f).info for f in env.data)
+        assert got == b"downlink while the uplink is blocked"
+        hes.resume()
+        wait_bytes(hes, b"".join(items), timeout=30)
+        assert hes.connections == 1
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
+    finally:
+        hes.stop()
