@@ -926,12 +926,22 @@ class Client(Service):
 
     def _take(self, payloads: list[bytes], ref: bus.Ref | None = None) -> None:
         """Payloads taken in, in order: to the connection, or gathered for the spool."""
+        nbytes = sum(map(len, payloads))
+        link = self._link
+        if (
+            link is not None
+            and link.failed is None
+            and link.unacked
+            and self._inflight_bytes + nbytes > DIRECT_MAX_BYTES
+        ):
+            # The loop drains up to a thousand messages before its timers run:
+            # look at the ACKs now rather than spool what the HES already has.
+            self._guard(link, self._poll_acks)
         first = self._accepted
         self._accepted += len(payloads)
         # Direct (no spool) only while little is unacknowledged: a direct
         # payload exists in this process's memory alone until acknowledged
         # (the uart holds its unit until then, so a crash only delays it).
-        nbytes = sum(map(len, payloads))
         direct = (
             self._up
             and not self._gathered
