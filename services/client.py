@@ -61,7 +61,8 @@ Delivered means acknowledged by the HES's TCP stack, not written: a write
 only puts bytes in the kernel's send buffer, which a reset or a vanished HES
 throws away. The loop records, for each write, the stream position its
 payloads end at, and asks the kernel how far the peer has acknowledged
-(``AckMeter``): on the loop's next pass after a write, then every
+(``AckMeter``): on the loop's next pass after a write, before a payload
+would go to the spool for want of room in memory, then every
 ``ACK_POLL_MIN_S`` doubling to
 ``ACK_POLL_MAX_S`` while something is unacknowledged (ACKs wake nothing up).
 Plain TCP: bytes written minus SIOCOUTQ (bytes not yet acknowledged). TLS,
@@ -387,7 +388,7 @@ def tcp_bytes_acked(sock: socket.socket) -> int | None:
 class AckMeter:
     """How far the peer's TCP stack has acknowledged one connection's bytes.
 
-    The thread calls ``wrote(n)`` after each write, ``mark()`` for the
+    The loop calls ``wrote(n)`` after each write, ``mark()`` for the
     position a payload that write completed must reach, and ``acked()`` for
     the position reached; a payload is acknowledged once ``acked() >= mark``.
     Positions only compare with each other; their unit depends on the socket:
