@@ -3,13 +3,17 @@
 Uplink: ``send`` messages carry a list of payloads (from the resolver workers,
 already in meter order); they go to the HES as a byte stream, in order. While
 the link is up, nothing waits in the spool and less than ``DIRECT_MAX_BYTES``
-is unacknowledged, they are handed straight to the connection (no fsync on
-the way); otherwise they are appended to a durable spool (``common.spool``,
-SQLite in the run directory), which drains in order once the link is back, so
-order holds across outages and restarts. Appends are fsynced, so while more
-messages wait in the inbox up to ``SPOOL_BATCH_MAX_BYTES`` are gathered into
-one transaction: a burst costs one fsync, not one per message. What the
-spool's bounds drop is counted and logged.
+(1 MiB) is unacknowledged by the HES's TCP, they are held in memory and handed
+straight to the connection (no spool write, no fsync on the way): their units
+are acknowledged to the uart only once the HES's TCP has acknowledged them, so
+until then the uart's journal is their durable copy. Only while the link is
+down, or beyond that bound (an HES slower than the meter), are they appended
+to a durable spool (``common.spool``, SQLite in the run directory), which
+drains in order once the link is back, so order holds across outages and
+restarts; once anything is in the spool, later payloads go behind it. Appends
+are fsynced, so while more messages wait in the inbox up to
+``SPOOL_BATCH_MAX_BYTES`` are gathered into one transaction: a burst costs one
+fsync, not one per message. What the spool's bounds drop is counted and logged.
 
 Downlink: every chunk read from the HES is wrapped in 0x2100/0xBF frames of at
 most ``UART.max_info`` info bytes and written to the meter (``uart.write``).
@@ -24,40 +28,53 @@ connection (``hes.framing_errors``). Spool policy (``TCP_SERVER.spool.policy``)
 answer requests of a connection that is gone) are dropped
 (``spool.dropped_policy``); pushes and anything else go out in order.
 
-Theory of operation. Socket I/O runs in one connection thread, not in the
-service loop: name resolution, a connect bounded by ``TCP_SERVER.timeout``
-and a TLS handshake are blocking steps by nature, and a slow HES needs writes
-that wait for the socket to drain, which the loop (it polls for input only)
-cannot express. The thread owns the socket, the reconnect backoff (exponential
-with jitter, ``reconnect_min_s`` .. ``reconnect_max_s``), the registration
-packet on every connect and the heartbeat packet; it waits in ``select`` on the
-socket and a wake-up pipe, so ``stop()`` ends it at once. The loop owns
-everything else (spool, counters, events) and never waits on the socket:
+Theory of operation. The HES socket is served by the service's own poll
+loop, so a payload goes from the bus to ``send()``, and a read from ``recv()``
+to the bus, without waking another thread. Only the steps that block by
+nature run in a connect thread (``Connector``): name resolution with its time
+limit (``NameResolver``), a connect bounded by ``TCP_SERVER.timeout`` and the
+TLS handshake. One attempt per request; the connected, non-blocking socket
+(or the reason it failed) waits in ``Connector.take()`` and a wake-up goes to
+the loop through a ``ThreadInbox`` (the loop also looks every
+``SYNC_INTERVAL``, so a lost wake-up only delays). From then on the loop owns
+the socket (``Link``):
 
-- loop -> thread: ``Connection.submit(gen, payloads)`` appends to a queue
-  under a lock and wakes the thread; it refuses (returns False) if connection
-  ``gen`` is no longer the live one.
-- thread -> loop: downlink data, and a coalesced wake-up, through a
-  ``ThreadInbox``; the truth (connection generation, up/down, payloads
-  acknowledged so far) is read under the lock with ``snapshot()`` on each
-  wake-up and every ``SYNC_INTERVAL``, so a dropped wake-up only delays,
-  never loses, a change.
+- reads: the socket is polled for input (``add_socket`` on its fd) while the
+  downlink window is open; each read (and what TLS holds decrypted,
+  ``pending()``) becomes downlink units at once. At ``DOWNLINK_WINDOW_BYTES``
+  read and not yet written to the meter the loop stops polling for input, so
+  TCP pushes back on the HES, and polls again once the uart has written some.
+- writes: payloads are written non-blocking as they are handed over (from
+  ``_on_send`` or the spool pump); what the socket does not take waits, and
+  the loop polls for POLLOUT (``watch_writable``) and resumes at the byte it
+  stopped at. TLS: a write that wants to write again is retried with the same
+  bytes; one that wants to read first is retried shortly.
+- timers: the ACK looks, the heartbeat packet, and the reconnect backoff
+  (exponential with jitter, ``reconnect_min_s`` .. ``reconnect_max_s``); the
+  registration packet goes first on every connect.
+- a failure (EOF, an error, a reset, a bad wrapper header) marks the
+  connection failed; the loop closes it on its next pass (never in the middle
+  of handing it payloads), looks at the ACKs once more and sends the rest
+  again on the next connection.
 
 Delivered means acknowledged by the HES's TCP stack, not written: a write
 only puts bytes in the kernel's send buffer, which a reset or a vanished HES
-throws away. The thread records, for each write, the stream position its
+throws away. The loop records, for each write, the stream position its
 payloads end at, and asks the kernel how far the peer has acknowledged
-(``AckMeter``): after every write, then every ``ACK_POLL_MIN_S`` doubling to
+(``AckMeter``): on the loop's next pass after a write, before a payload
+would go to the spool for want of room in memory, then every
+``ACK_POLL_MIN_S`` doubling to
 ``ACK_POLL_MAX_S`` while something is unacknowledged (ACKs wake nothing up).
 Plain TCP: bytes written minus SIOCOUTQ (bytes not yet acknowledged). TLS,
 where SIOCOUTQ counts record bytes the plaintext cannot be mapped to: raw
 positions from SIOCOUTQ and TCP_INFO's ``tcpi_bytes_acked``, rounded so a
 payload is confirmed late, never early. Only then does the loop count a
 payload (``uplink.payloads``) and remove it from the spool; until then it
-stays in ``inflight``. SO_SNDBUF is fixed at ``SNDBUF_BYTES`` and at most
-``INFLIGHT_MAX_BYTES`` of payloads are handed over and unacknowledged, so
-what a dying link leaves in doubt stays bounded. When a connection ends the
-thread looks at the ACKs once more (the kernel keeps them after a reset);
+stays in ``inflight``. SO_SNDBUF is fixed at ``SNDBUF_BYTES``, so what a
+dying link leaves in doubt (written, not acknowledged) stays bounded; at most
+``DIRECT_MAX_BYTES`` of payloads held in memory, or ``INFLIGHT_MAX_BYTES``
+read from the spool, are handed over and unacknowledged. When a connection ends the
+loop looks at the ACKs once more (the kernel keeps them after a reset);
 everything still unacknowledged is sent again, in order, on the next one:
 spooled payloads are still in the spool, direct ones go back to its front.
 
@@ -70,20 +87,26 @@ them: an HES that crashes or resets with unread data in its receive buffer
 loses that data, and only an application-level acknowledgement, which the HES
 protocol does not have, could close that gap.
 
-Stopping and crashing. On SIGTERM the thread waits up to ``STOP_ACK_WAIT_S``
-for outstanding ACKs, then direct payloads still unacknowledged go to the
-spool and are sent again after the restart (the kernel may still deliver the
-old copies: duplicates). SIGKILL, or a crash, loses exactly what only this
-process's memory holds: the direct payloads not yet acknowledged (at most
-``DIRECT_MAX_BYTES``; beyond that everything goes through the spool) and,
-during a burst, the payloads gathered for the next spool transaction (less
-than ``SPOOL_BATCH_MAX_BYTES``). Of the direct ones, those already written
-usually still arrive, because the kernel goes on sending a dead process's
-socket buffer, unless unread downlink data turns the close into a reset or
-the link fails; a power cut loses them all. Everything the spool accepted
-survives (each append is fsynced); spool acks are not fsynced, so after a
-power cut some delivered payloads are sent again. Payloads still queued on
-the bus toward the client are beyond its reach.
+Stopping and crashing. On SIGTERM the client waits up to ``STOP_ACK_WAIT_S``
+for outstanding ACKs, then payloads held in memory still unacknowledged go to
+the spool (with their units' marks, one transaction) and are sent again after
+the restart (the kernel may still deliver the old copies: duplicates, counted
+by the next client in ``uplink.duplicates_possible``). SIGKILL, or a crash,
+loses nothing the uart handed over: a unit is acknowledged to the uart only
+once all its payloads are in the spool (committed) or acknowledged by the
+HES's TCP, so what only this process's memory held (the payloads held in
+memory, at most ``DIRECT_MAX_BYTES`` unacknowledged, and those gathered for
+the next spool transaction) belongs to units the uart still journals and
+sends again to the restarted client. What can repeat is what was written to
+the socket but not yet acknowledged when the process died: the kernel goes on
+sending a dead process's socket buffer (unless unread downlink data turns the
+close into a reset or the link fails), and the same payloads come again from
+the uart. The ``sent`` marks (``common.marks``, written before a payload can
+reach the HES) let the restarted client count those in
+``uplink.duplicates_possible``. Everything the spool accepted survives (each
+append is fsynced); spool acks are not fsynced, so after a power cut some
+delivered payloads are sent again. A power cut of the whole gateway depends on
+the uart journal's fsync policy for the units it had not yet had acknowledged.
 
 Events: ``link.up`` / ``link.down`` (with ``reason``) on each change;
 ``link.status`` (state: ``up``, ``host``, ``port``, ``tls``, ``since``,
@@ -143,34 +166,37 @@ MARKS_FILE = "client-marks.bin"  # in the run directory (common.marks)
 RECV_SIZE = 65536  # bytes per read from the HES
 WRITE_CHUNK = 65536  # bytes per write to the HES
 SNDBUF_BYTES = 128 * 1024  # SO_SNDBUF (the kernel doubles it): bounds the unacknowledged window
-INFLIGHT_MAX_BYTES = 256 * 1024  # handed to the connection and not yet acknowledged
-DIRECT_MAX_BYTES = 64 * 1024  # unacknowledged and not in the spool (lost on SIGKILL)
+INFLIGHT_MAX_BYTES = 256 * 1024  # read from the spool, handed over, not yet acknowledged
+#: While the link is up, payloads are held in memory (handed to the connection,
+#: not spooled) up to this many bytes unacknowledged by the HES's TCP. Their
+#: units are not acknowledged to the uart until then, so the uart's journal is
+#: their durable copy and a SIGKILL loses none of them (the uart sends the units
+#: again). Beyond it (an HES slower than the meter) payloads go to the spool.
+DIRECT_MAX_BYTES = 1024 * 1024
 SPOOL_BATCH_MAX_BYTES = 64 * 1024  # gathered for one spool transaction (lost on SIGKILL)
 ACK_POLL_MIN_S = 0.005  # first look at the ACKs after a write ...
 ACK_POLL_MAX_S = 0.1  # ... then doubling up to this while nothing moves
-STOP_ACK_WAIT_S = 0.2  # on stop, how long the thread waits for data in flight to be acknowledged
+STOP_ACK_WAIT_S = 0.2  # on stop, how long the client waits for data in flight to be acknowledged
 DRAIN_BATCH = 256  # spool entries read per step while draining
-DOWNLINK_HWM = 1000  # downlink chunks the thread may queue for the loop
+CONNECT_HWM = 16  # wake-ups the connect thread may queue for the loop
 DOWNLINK_WINDOW_BYTES = 64 * 1024  # read from the HES, not yet written to the meter
-STASH_RETRY_S = 0.01  # the connection retries handing downlink data to a full inbox
 ACK_DELAY_S = 0.01  # uplink acknowledgements are gathered this long
-SYNC_INTERVAL = 0.25  # seconds: loop reconciles with the thread at least this often
+SYNC_INTERVAL = 0.25  # seconds: loop looks for a connect outcome at least this often
 STATUS_INTERVAL = 2.0  # seconds: link.status is published at least this often
 EXPIRE_INTERVAL_MAX = 60.0  # seconds between spool age checks (less if max_age_s is short)
-IDLE_SELECT_S = 1.0  # longest the thread waits in select with nothing due
+IDLE_SELECT_S = 1.0  # longest the connect thread waits in select with nothing due
 STABLE_LINK_S = 10.0  # a link up this long resets the reconnect backoff
 RECONNECT_FLOOR_S = 0.05  # never retry faster than this, whatever the config says
 KEEPALIVE_PROBES = 3  # TCP_KEEPCNT; TCP_KEEPINTVL is keep_alive / this
 SIOCOUTQ = termios.TIOCOUTQ  # Linux: bytes in the send queue not acknowledged by the peer
 TCP_INFO_LEN = 256  # bytes of struct tcp_info asked for
 TCPI_BYTES_ACKED = 120  # offset of __u64 tcpi_bytes_acked in struct tcp_info (Linux >= 4.1)
-STOP_JOIN_S = 0.5  # how long close() waits for the connection thread
+STOP_JOIN_S = 0.5  # how long close() waits for the connect thread
 
 #: Names a text registration or heartbeat template may use.
 TEMPLATE_NAMES = ("device_name", "meter_sn", "hostname", "hes_host", "hes_port")
 
-_DATA = b"d"  # thread -> loop: [b"d", chunk]
-_WAKE = b"w"  # thread -> loop: [b"w"], "look at snapshot()"
+_WAKE = b"w"  # connect thread -> loop: [b"w"], "look at Connector.take()"
 
 
 # -- configuration --------------------------------------------------------------
@@ -247,7 +273,7 @@ def ssl_context(tls: dict[str, Any]) -> ssl.SSLContext | None:
 
 @dataclass(frozen=True)
 class Target:
-    """Everything the connection thread needs, checked at start."""
+    """Everything the connection needs, checked at start."""
 
     host: str
     port: int
@@ -321,7 +347,7 @@ class Target:
         return random.uniform(max(self.reconnect_min, cap / 2), cap)
 
 
-# -- the connection thread --------------------------------------------------------
+# -- the connection --------------------------------------------------------
 
 
 class LinkClosed(Exception):
@@ -330,7 +356,7 @@ class LinkClosed(Exception):
 
 @dataclass
 class LinkStats:
-    """Written by the connection thread only; the loop reads them."""
+    """The connection's counters (the loop mirrors them into ``counters``)."""
 
     connects: int = 0
     connect_failed: int = 0
@@ -340,7 +366,7 @@ class LinkStats:
     tcp_bytes_down: int = 0
     errors: int = 0
     unacked_resent: int = 0  # payloads written, not acknowledged when their link ended
-    downlink_stalls: int = 0  # downlink chunks the loop's inbox refused (held, not lost)
+    downlink_stalls: int = 0  # always 0 now that the loop reads the socket (kept for metrics)
     framing_errors: int = 0  # connections dropped for a bad wrapper header
 
 
@@ -362,7 +388,7 @@ def tcp_bytes_acked(sock: socket.socket) -> int | None:
 class AckMeter:
     """How far the peer's TCP stack has acknowledged one connection's bytes.
 
-    The thread calls ``wrote(n)`` after each write, ``mark()`` for the
+    The loop calls ``wrote(n)`` after each write, ``mark()`` for the
     position a payload that write completed must reach, and ``acked()`` for
     the position reached; a payload is acknowledged once ``acked() >= mark``.
     Positions only compare with each other; their unit depends on the socket:
@@ -414,15 +440,36 @@ class AckMeter:
         return self._acked
 
 
-@dataclass
-class Flight:
-    """One connection's payloads written but not yet acknowledged (thread only)."""
+@dataclass(eq=False)
+class Link:
+    """One connection, served by the service loop (loop only)."""
 
+    sock: socket.socket
+    fd: int  # registered with the loop (the poller reports fds as ints)
     meter: AckMeter
+    framing: HesFraming  # what the connection began with, whatever a reload says
+    decoder: Decoder  # one per connection
+    started: float
+    tls: bool
     # (position to reach, payloads that reach with it), in write order
-    unacked: collections.deque[tuple[int, int]]
+    unacked: collections.deque[tuple[int, int]] = dataclasses.field(
+        default_factory=collections.deque
+    )
+    # to write: (bytes, counted as a payload), in order; ``offset`` bytes of
+    # the first are written; ``retry``: TLS wants the same bytes again
+    out: collections.deque[tuple[bytes, bool]] = dataclasses.field(
+        default_factory=collections.deque
+    )
+    offset: int = 0
+    retry: bytes | None = None
+    reading: bool = False  # polled for POLLIN (not while the downlink window is full)
+    writing: bool = False  # polled for POLLOUT (a write would block)
+    failed: str | None = None  # why it ended; the loop closes it on its next pass
     poll_every: float = ACK_POLL_MIN_S
-    next_poll: float = 0.0
+    ack_at: float = float("inf")  # when the scheduled ACK look is due
+    ack_token: int = 0  # only the latest scheduled ACK look runs
+    wrote: bool = False  # written since the last ACK look
+    hb_token: int = 0  # only the latest scheduled heartbeat runs
 
     @property
     def payloads(self) -> int:
@@ -472,11 +519,19 @@ class NameResolver:
         return list(outcome)
 
 
-class Connection(threading.Thread):
-    """Owns the socket: connect, TLS, keep-alive, reads, writes, backoff."""
+class Connector(threading.Thread):
+    """The steps of a connect that block by nature, off the service loop.
+
+    Name resolution (``NameResolver``, with its time limit), a connect bounded
+    by ``TCP_SERVER.timeout`` and the TLS handshake run here, one attempt per
+    ``request()``; the outcome (a connected, non-blocking socket, or the reason
+    it failed) waits in ``take()`` and a wake-up goes to the loop through the
+    ``ThreadInbox``. The thread never touches a socket once it is handed over:
+    from then on the loop serves it.
+    """
 
     def __init__(self, target: Target, inbox: ThreadInbox) -> None:
-        super().__init__(name="hes-connection", daemon=True)
+        super().__init__(name="hes-connect", daemon=True)
         self.t = target
         self._inbox = inbox
         self._lock = threading.Lock()
@@ -484,60 +539,24 @@ class Connection(threading.Thread):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        # Shared under _lock:
-        self._gen = 0
-        self._up = False
-        self._acked = 0  # payloads from submit() the HES's TCP acknowledged, ever
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._wake_pending = False
-        self.last_error = ""
-        self.stats = LinkStats()
-        self._was_up = False
+        self._requested = False  # under _lock
+        self._result: socket.socket | str | None = None  # under _lock
         self._resolver = NameResolver()
-        # Downlink window: bytes read from the HES and not yet written to the
-        # meter (the loop subtracts what the uart acknowledged). The thread
-        # stops reading at DOWNLINK_WINDOW_BYTES, so TCP pushes back on the HES.
-        self._dl_unacked = 0
-        self._stash: collections.deque[list[bytes]] = collections.deque()
 
     # -- called from the service loop --------------------------------------------
 
-    def submit(self, gen: int, payloads: list[bytes]) -> bool:
-        """Queue payloads for connection ``gen``; False if that connection is gone."""
+    def request(self, target: Target) -> None:
+        """Start one connect attempt to ``target``; its outcome comes in ``take()``."""
         with self._lock:
-            if not self._up or gen != self._gen:
-                return False
-            self._queue.extend(payloads)
+            self.t = target
+            self._requested = True
         self._kick()
-        return True
 
-    def snapshot(self) -> tuple[int, bool, int]:
-        """(generation, up, payloads acknowledged so far)."""
+    def take(self) -> socket.socket | str | None:
+        """The outcome of the last attempt: a socket, the reason it failed, or None (not yet)."""
         with self._lock:
-            self._wake_pending = False
-            return self._gen, self._up, self._acked
-
-    def downlink_done(self, nbytes: int) -> None:
-        """``nbytes`` of downlink data were written to the meter (or forgotten)."""
-        with self._lock:
-            was_full = self._dl_unacked >= DOWNLINK_WINDOW_BYTES
-            self._dl_unacked = max(0, self._dl_unacked - nbytes)
-            full = self._dl_unacked >= DOWNLINK_WINDOW_BYTES
-        if was_full and not full:
-            self._kick()
-
-    def _reading(self) -> bool:
-        if self._stash:
-            return False
-        with self._lock:
-            return self._dl_unacked < DOWNLINK_WINDOW_BYTES
-
-    def _hand_over_stash(self) -> None:
-        """Downlink data the loop's inbox refused, handed over in order."""
-        while self._stash:
-            if not self._inbox.post([_DATA, *self._stash[0]]):
-                return
-            self._stash.popleft()
+            result, self._result = self._result, None
+        return result
 
     def stop(self) -> None:
         self._stopping.set()
@@ -552,124 +571,34 @@ class Connection(threading.Thread):
     # -- the thread ------------------------------------------------------------------
 
     def run(self) -> None:
-        attempt = 0
-        down_since = time.monotonic()
         try:
             while not self._stopping.is_set():
-                delay = self.t.backoff(attempt, time.monotonic() - down_since)
+                select.select([self._wake_r], [], [], IDLE_SELECT_S)
+                self._drain_wake()
+                with self._lock:
+                    requested, self._requested = self._requested, False
+                if not requested or self._stopping.is_set():
+                    continue
                 try:
-                    stable = self._session(attempt, delay)
+                    outcome: socket.socket | str | None = self._connect()
+                except LinkClosed as exc:
+                    outcome = str(exc)
                 except Exception:  # a bug must not end the link for good
-                    self.stats.errors += 1
-                    log.exception("connection error host=%s port=%d", self.t.host, self.t.port)
-                    with self._lock:
-                        self._up = False
-                        self._queue.clear()
-                        self.last_error = "internal error"
-                    self._notify()
-                    stable = False
-                if self._stopping.is_set():
-                    break
-                if self._was_up:
-                    self._was_up = False
-                    down_since = time.monotonic()
-                if stable:
-                    attempt = 0
-                    delay = self.t.backoff(0)
-                else:
-                    attempt += 1
-                self._wait(delay)
+                    log.exception("connect error host=%s port=%d", self.t.host, self.t.port)
+                    outcome = "internal error"
+                if outcome is None:
+                    break  # stopping
+                with self._lock:
+                    self._result = outcome
+                # A refused wake-up only delays: the loop also looks every SYNC_INTERVAL.
+                self._inbox.post([_WAKE])
         finally:
+            with self._lock:
+                left, self._result = self._result, None
+            if isinstance(left, socket.socket):
+                left.close()
             self._inbox.close_thread_side()
             self._wake_r.close()
-
-    def _session(self, attempt: int, delay: float) -> bool:
-        """Connect and serve one connection; True if it stayed up long enough to be stable."""
-        try:
-            sock = self._connect()
-        except LinkClosed as exc:
-            self.stats.connect_failed += 1
-            self._note_failure(str(exc), attempt, delay)
-            return False
-        if sock is None:
-            return False  # stopping
-        try:
-            flight = Flight(AckMeter(sock), collections.deque())
-        except OSError as exc:
-            sock.close()
-            self.stats.connect_failed += 1
-            self._note_failure(f"tcp info: {exc.strerror or exc}", attempt, delay)
-            return False
-        started = time.monotonic()
-        self._was_up = True
-        with self._lock:
-            self._gen += 1
-            self._up = True
-            self._queue.clear()
-            self.last_error = ""
-        self.stats.connects += 1
-        self._notify()
-        reason = "internal error"
-        try:
-            self._serve(sock, flight)
-            reason = "stopping"
-            self._settle(flight)
-        except LinkClosed as exc:
-            reason = str(exc)
-        finally:
-            # ACKs that came before the end still count (the kernel keeps
-            # snd_una after a reset), so fewer payloads are sent twice.
-            try:
-                self._poll_acks(flight)
-            except LinkClosed:
-                pass
-            self.stats.unacked_resent += flight.payloads
-            with self._lock:
-                self._up = False
-                self._queue.clear()
-                self.last_error = reason
-            sock.close()
-            self._notify()
-        return time.monotonic() - started >= STABLE_LINK_S
-
-    def _note_failure(self, reason: str, attempt: int, delay: float) -> None:
-        with self._lock:
-            same = self.last_error == reason
-            self.last_error = reason
-        # A vanished HES fails every few seconds for hours: log changes, then
-        # only every 100th repeat.
-        level = logging.DEBUG if same and (attempt + 1) % 100 else logging.WARNING
-        log.log(
-            level,
-            "connect failed host=%s port=%d reason=%s attempt=%d retry_in=%.2fs",
-            self.t.host,
-            self.t.port,
-            reason,
-            attempt + 1,
-            delay,
-        )
-        self._notify()
-
-    def _notify(self) -> None:
-        """Tell the loop to look at snapshot(), once until it has looked."""
-        with self._lock:
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-        if not self._inbox.post([_WAKE]):
-            # The periodic sync will see the change anyway.
-            with self._lock:
-                self._wake_pending = False
-
-    def _wait(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, ending at once on stop()."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            select.select([self._wake_r], [], [], left)
-            self._drain_wake()
 
     def _drain_wake(self) -> None:
         try:
@@ -785,182 +714,6 @@ class Connection(threading.Thread):
                 tls.close()
                 raise LinkClosed(f"tls: handshake timed out after {self.t.timeout}s")
 
-    def _serve(self, sock: socket.socket, flight: Flight) -> None:
-        """Move bytes both ways until the link fails (LinkClosed) or stop()."""
-        t = self.t
-        is_tls = isinstance(sock, ssl.SSLSocket)
-        pending: collections.deque[tuple[bytes, bool]] = collections.deque()  # (data, counted)
-        offset = 0  # bytes of pending[0] already written
-        retry: bytes | None = None  # TLS: a write must be retried with the same bytes
-        framing = t.framing
-        decoder = framing.decoder()  # one per connection
-        if t.registration:
-            pending.append((framing.encode(t.registration), False))
-            self.stats.registrations += 1
-        hb_due = time.monotonic() + t.heartbeat_interval if t.heartbeat else float("inf")
-        while not self._stopping.is_set():
-            with self._lock:
-                if self._queue:
-                    pending.extend((framing.encode(p), True) for p in self._queue)
-                    self._queue.clear()
-            self._hand_over_stash()
-            now = time.monotonic()
-            if self.t is not t:
-                # Reloaded (SIGHUP): the heartbeat's packet and interval change on
-                # this connection; the framing stays what the connection began with.
-                t = self.t
-                hb_due = now + t.heartbeat_interval if t.heartbeat else float("inf")
-            if now >= hb_due:
-                pending.append((framing.encode(t.heartbeat), False))
-                self.stats.heartbeats += 1
-                hb_due = max(hb_due + t.heartbeat_interval, now)
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                due = min(hb_due, flight.next_poll if flight.unacked else hb_due)
-                if self._stash:
-                    due = min(due, now + STASH_RETRY_S)
-                timeout = min(IDLE_SELECT_S, max(0.0, due - now))
-                reading = self._reading()
-                r, w, _ = select.select(
-                    [sock, self._wake_r] if reading else [self._wake_r],
-                    [sock] if pending else [],
-                    [],
-                    timeout,
-                )
-                if self._wake_r in r:
-                    self._drain_wake()
-            else:
-                r, w = ([sock] if self._reading() else []), []
-            if sock in r:
-                self._read(sock, is_tls, decoder)
-            wrote = False
-            if sock in w and pending:
-                offset, retry = self._write(sock, pending, offset, retry, flight)
-                wrote = True
-            now = time.monotonic()
-            if flight.unacked and (wrote or now >= flight.next_poll):
-                # ACKs wake nothing up: look after every write, then less and
-                # less often while nothing moves (a stalled HES costs ~10 ioctls/s).
-                if self._poll_acks(flight) or wrote:
-                    flight.poll_every = ACK_POLL_MIN_S
-                else:
-                    flight.poll_every = min(2 * flight.poll_every, ACK_POLL_MAX_S)
-                flight.next_poll = now + flight.poll_every
-
-    def _poll_acks(self, flight: Flight) -> bool:
-        """Confirm the payloads the peer acknowledged; True if there were any."""
-        if not flight.unacked:
-            return False
-        try:
-            pos = flight.meter.acked()
-        except OSError as exc:
-            raise LinkClosed(f"ioctl: {exc.strerror or exc}") from None
-        n = 0
-        while flight.unacked and flight.unacked[0][0] <= pos:
-            n += flight.unacked.popleft()[1]
-        if not n:
-            return False
-        with self._lock:
-            self._acked += n
-        self._notify()
-        return True
-
-    def _settle(self, flight: Flight) -> None:
-        """On stop: give what is in flight a moment to be acknowledged, so that
-        fewer payloads go back to the spool and out again after the restart."""
-        deadline = time.monotonic() + STOP_ACK_WAIT_S
-        while flight.unacked and time.monotonic() < deadline:
-            if not self._poll_acks(flight):
-                time.sleep(ACK_POLL_MIN_S)
-
-    def _read(self, sock: socket.socket, is_tls: bool, decoder: Decoder) -> None:
-        while True:
-            try:
-                data = sock.recv(RECV_SIZE)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                return
-            except InterruptedError:
-                continue
-            except (ssl.SSLError, OSError) as exc:
-                raise LinkClosed(f"recv: {getattr(exc, 'strerror', None) or exc}") from None
-            if not data:
-                raise LinkClosed("closed by the HES")
-            self.stats.tcp_bytes_down += len(data)
-            chunks = decoder.feed(data)
-            size = sum(map(len, chunks))
-            with self._lock:
-                self._dl_unacked += size
-            if chunks and (self._stash or not self._inbox.post([_DATA, *chunks])):
-                # The loop is that far behind: keep them here (the HES's TCP has
-                # acknowledged them) and read no more until they are handed over.
-                self._stash.append(chunks)
-                self.stats.downlink_stalls += 1
-            if decoder.error is not None:
-                self._bad_framing(decoder.error)
-            if not self._reading():
-                return
-            if not (is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                return
-
-    def _bad_framing(self, error: FramingError) -> None:
-        """A bad wrapper header: the stream cannot be followed, drop the connection."""
-        self.stats.framing_errors += 1
-        log.warning(
-            "hes protocol error reason=bad_header framing=%s error=%s host=%s port=%d",
-            self.t.framing,
-            error,
-            self.t.host,
-            self.t.port,
-        )
-        raise LinkClosed(f"protocol error: {error}")
-
-    def _write(
-        self,
-        sock: socket.socket,
-        pending: collections.deque[tuple[bytes, bool]],
-        offset: int,
-        retry: bytes | None,
-        flight: Flight,
-    ) -> tuple[int, bytes | None]:
-        if retry is not None:
-            chunk = retry
-        else:
-            parts = [pending[0][0][offset:]]
-            size = len(parts[0])
-            for data, _ in itertools.islice(pending, 1, None):
-                if size >= WRITE_CHUNK:
-                    break
-                parts.append(data)
-                size += len(data)
-            chunk = b"".join(parts)
-        try:
-            n = sock.send(chunk)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return offset, chunk
-        except (BlockingIOError, InterruptedError):
-            return offset, retry
-        except (ssl.SSLError, OSError) as exc:
-            raise LinkClosed(f"send: {getattr(exc, 'strerror', None) or exc}") from None
-        self.stats.tcp_bytes_up += n
-        flight.meter.wrote(n)
-        done = 0
-        while n and pending:
-            left = len(pending[0][0]) - offset
-            if n < left:
-                offset += n
-                break
-            n -= left
-            _, counted = pending.popleft()
-            offset = 0
-            done += counted
-        if done:
-            # Written whole: delivered once the peer acknowledges up to here.
-            try:
-                mark = flight.meter.mark()
-            except OSError as exc:
-                raise LinkClosed(f"ioctl: {exc.strerror or exc}") from None
-            flight.unacked.append((mark, done))
-        return offset, None
-
 
 # -- the service ------------------------------------------------------------------
 
@@ -987,13 +740,22 @@ class Client(Service):
         self.max_info = int(uart["max_info"])
         self.profile = uart["profile"]
         self.accm = int(uart["accm"])
-        self.link_inbox = self.thread_inbox("downlink", self._on_thread, hwm=DOWNLINK_HWM)
-        self.conn = Connection(target, self.link_inbox)
-        self.add_thread(self.conn)
+        self.link_inbox = self.thread_inbox("hes-connect", self._on_thread, hwm=CONNECT_HWM)
+        self.connector = Connector(target, self.link_inbox)
+        self.add_thread(self.connector)
+        self.stats = LinkStats()
+        self.last_error = ""
+        self._link: Link | None = None  # the connection, while it is up
+        self._connecting = False  # a connect attempt is under way
+        self._attempt = 0  # connect attempts since the last stable link
+        self._down_since = time.monotonic()
+        # Downlink window: bytes read from the HES and not yet written to the
+        # meter. The loop stops reading at DOWNLINK_WINDOW_BYTES, so TCP pushes
+        # back on the HES.
+        self._dl_unacked = 0
         self._gen = 0
         self._up = False
         self._since = time.time()
-        self._acked_seen = 0
         # Handed to the connection, not yet acknowledged:
         # (spool id or None, payload, its index among the payloads accepted).
         self._inflight: collections.deque[tuple[int | None, bytes, int]] = collections.deque()
@@ -1078,18 +840,22 @@ class Client(Service):
                     n=n,
                 )
         self.publish_status()
-        self.conn.start()
+        self.connector.start()
+        self._request_connect()
 
     def _close(self) -> None:
-        self.conn.stop()
-        if self.conn.is_alive():
-            self.conn.join(STOP_JOIN_S)
-        # Count what the connection saw acknowledged before it ended; direct
-        # payloads it did not go to the spool with what was gathered, to be
-        # sent again after a restart.
-        _, _, acked = self.conn.snapshot()
-        self._confirm(acked - self._acked_seen)
-        self._acked_seen = acked
+        self.connector.stop()
+        link = self._link
+        if link is not None:
+            # Give what is in flight a moment to be acknowledged, so that fewer
+            # payloads go back to the spool and out again after the restart;
+            # count what was. Direct payloads that were not go to the spool
+            # with what was gathered, to be sent again after a restart.
+            self._settle(link)
+            self._close_link(link)
+            self.last_error = "stopping"
+        if self.connector.is_alive():
+            self.connector.join(STOP_JOIN_S)
         n = sum(1 for id_, _, _ in self._inflight if id_ is None)
         self._flush_gathered(pump=False, force=True)
         if n:
@@ -1161,13 +927,22 @@ class Client(Service):
 
     def _take(self, payloads: list[bytes], ref: bus.Ref | None = None) -> None:
         """Payloads taken in, in order: to the connection, or gathered for the spool."""
-        self._sync()
+        nbytes = sum(map(len, payloads))
+        link = self._link
+        if (
+            link is not None
+            and link.failed is None
+            and link.unacked
+            and self._inflight_bytes + nbytes > DIRECT_MAX_BYTES
+        ):
+            # The loop drains up to a thousand messages before its timers run:
+            # look at the ACKs now rather than spool what the HES already has.
+            self._guard(link, self._poll_acks)
         first = self._accepted
         self._accepted += len(payloads)
         # Direct (no spool) only while little is unacknowledged: a direct
         # payload exists in this process's memory alone until acknowledged
         # (the uart holds its unit until then, so a crash only delays it).
-        nbytes = sum(map(len, payloads))
         direct = (
             self._up
             and not self._gathered
@@ -1179,7 +954,7 @@ class Client(Service):
             # this unit may be at the HES already (common.marks).
             self._sent_marks[ref.stream] = ref.n
             self._write_marks()
-        if direct and self.conn.submit(self._gen, payloads):
+        if direct and self._submit(payloads):
             for i, p in enumerate(payloads):
                 self._inflight.append((None, p, first + i))
             self._direct_n += len(payloads)
@@ -1371,8 +1146,7 @@ class Client(Service):
                 self._spool_sent = top  # before the HES can have them (common.marks)
                 self._write_marks()
             maybe = sum(1 for id_, _ in batch if self._counted_to < id_ <= self._maybe_spool_sent)
-            if not self.conn.submit(self._gen, [d for _, d in batch]):
-                self._sync()
+            if not self._submit([d for _, d in batch]):
                 return
             if maybe:
                 self.count_drop(
@@ -1395,12 +1169,8 @@ class Client(Service):
 
     # -- the connection's news ------------------------------------------------------------
 
-    def _on_thread(self, parts: list[bytes]) -> None:
-        if parts[0] == _DATA and len(parts) >= 2:
-            for chunk in parts[1:]:  # with the wrapper, one APDU each
-                self._downlink(chunk)
-        else:
-            self._sync()
+    def _on_thread(self, _parts: list[bytes]) -> None:
+        self._check_connector()
 
     def _tick(self) -> None:
         self._flush_gathered()  # in case the burst ended with a message that was not a send
@@ -1417,22 +1187,9 @@ class Client(Service):
             self.publish_status()
 
     def _sync(self) -> None:
-        """Bring the loop's view up to date with the connection thread."""
-        gen, up, acked = self.conn.snapshot()
+        """Counters up to date; a connect attempt's outcome taken (in case its wake-up was lost)."""
         self._mirror_stats()
-        n = acked - self._acked_seen
-        self._acked_seen = acked
-        if n:
-            self._confirm(n)
-        changed = bool(n)
-        if self._up and (not up or gen != self._gen):
-            self._link_down()
-            changed = True
-        if up and not self._up:
-            self._link_up(gen)
-            changed = True
-        if changed:
-            self._pump()
+        self._check_connector()
 
     def _confirm(self, n: int) -> None:
         """``n`` more in-flight payloads were acknowledged: count them, ack the spool."""
@@ -1517,7 +1274,7 @@ class Client(Service):
         unacked = len(self._inflight)
         self._requeue_direct()
         self._draining = False
-        reason = self.conn.last_error or "unknown"
+        reason = self.last_error or "unknown"
         log.warning(
             "link down host=%s port=%d reason=%s unacked=%d spool_depth=%d",
             self.target.host,
@@ -1565,6 +1322,393 @@ class Client(Service):
         self._advance()
         return len(direct)
 
+    # -- the connection, served by the loop ---------------------------------------------
+
+    def _request_connect(self) -> None:
+        """Start a connect attempt in the connect thread (its outcome wakes the loop)."""
+        if self.stopping or self._link is not None or self._connecting:
+            return
+        self._connecting = True
+        self.connector.request(self.target)
+
+    def _check_connector(self) -> None:
+        if not self._connecting:
+            return
+        outcome = self.connector.take()
+        if outcome is None:
+            return
+        self._connecting = False
+        if isinstance(outcome, str):
+            self.stats.connect_failed += 1
+            self._connect_failed(outcome)
+            return
+        self._open_link(outcome)
+
+    def _connect_failed(self, reason: str) -> None:
+        delay = self.target.backoff(self._attempt, time.monotonic() - self._down_since)
+        self._note_failure(reason, self._attempt, delay)
+        self._attempt += 1
+        self.call_later(delay, self._request_connect)
+
+    def _note_failure(self, reason: str, attempt: int, delay: float) -> None:
+        same = self.last_error == reason
+        self.last_error = reason
+        # A vanished HES fails every few seconds for hours: log changes, then
+        # only every 100th repeat.
+        level = logging.DEBUG if same and (attempt + 1) % 100 else logging.WARNING
+        log.log(
+            level,
+            "connect failed host=%s port=%d reason=%s attempt=%d retry_in=%.2fs",
+            self.target.host,
+            self.target.port,
+            reason,
+            attempt + 1,
+            delay,
+        )
+
+    def _open_link(self, sock: socket.socket) -> None:
+        """A connected socket from the connect thread: from now on the loop serves it."""
+        try:
+            meter = AckMeter(sock)
+            fd = sock.fileno()
+        except OSError as exc:
+            sock.close()
+            self.stats.connect_failed += 1
+            self._connect_failed(f"tcp info: {exc.strerror or exc}")
+            return
+        framing = self.target.framing
+        link = Link(
+            sock=sock,
+            fd=fd,
+            meter=meter,
+            framing=framing,
+            decoder=framing.decoder(),
+            started=time.monotonic(),
+            tls=isinstance(sock, ssl.SSLSocket),
+        )
+        self._link = link
+        self.stats.connects += 1
+        self.last_error = ""
+        if self.target.registration:
+            link.out.append((framing.encode(self.target.registration), False))
+            self.stats.registrations += 1
+        self._set_reading(link, self._dl_unacked < DOWNLINK_WINDOW_BYTES)
+        self._schedule_heartbeat(link)
+        self._mirror_stats()
+        self._link_up(self._gen + 1)
+        self._flush_out(link)
+        self._pump()
+
+    def _fail(self, link: Link, reason: str) -> None:
+        """The connection failed: it is closed on the loop's next pass, never in
+        the middle of a caller that is handing it payloads."""
+        if link.failed is not None:
+            return
+        link.failed = reason
+        self.call_later(0.0, lambda: self._end_link(link))
+
+    def _end_link(self, link: Link) -> None:
+        if self._link is not link:
+            return
+        reason = link.failed or "internal error"
+        stable = time.monotonic() - link.started >= STABLE_LINK_S
+        self._close_link(link)
+        self.last_error = reason
+        self._mirror_stats()
+        self._link_down()
+        self._down_since = time.monotonic()
+        if stable:
+            self._attempt = 0
+            delay = self.target.backoff(0)
+        else:
+            delay = self.target.backoff(self._attempt)
+            self._attempt += 1
+        self.call_later(delay, self._request_connect)
+
+    def _close_link(self, link: Link) -> None:
+        """Close the socket, after one more look at the ACKs."""
+        # ACKs that came before the end still count (the kernel keeps
+        # snd_una after a reset), so fewer payloads are sent twice.
+        try:
+            self._poll_acks(link)
+        except LinkClosed:
+            pass
+        self.stats.unacked_resent += link.payloads
+        link.unacked.clear()
+        link.out.clear()
+        link.failed = link.failed or "closed"
+        self.remove_socket(link.fd)  # the writer watch too
+        link.reading = link.writing = False
+        link.sock.close()
+        self._link = None
+
+    def _settle(self, link: Link) -> None:
+        """On stop: wait up to STOP_ACK_WAIT_S for what was written to be acknowledged."""
+        deadline = time.monotonic() + STOP_ACK_WAIT_S
+        while link.unacked and time.monotonic() < deadline:
+            try:
+                if not self._poll_acks(link):
+                    time.sleep(ACK_POLL_MIN_S)
+            except LinkClosed:
+                return
+
+    def _guard(self, link: Link, fn: Any) -> None:
+        """Run a step of the connection; a failure ends the connection, never the loop."""
+        try:
+            fn(link)
+        except LinkClosed as exc:
+            self._fail(link, str(exc))
+        except Exception:  # a bug must not end the link for good
+            self.stats.errors += 1
+            log.exception("connection error host=%s port=%d", self.target.host, self.target.port)
+            self._fail(link, "internal error")
+
+    def _set_reading(self, link: Link, on: bool) -> None:
+        if on == link.reading:
+            return
+        link.reading = on
+        if on:
+            self.add_socket(link.fd, self._on_readable)
+        else:
+            self.remove_socket(link.fd)  # drops the writer watch too
+            if link.writing:
+                self.watch_writable(link.fd, self._on_writable)
+
+    def _set_writing(self, link: Link, on: bool) -> None:
+        if on == link.writing:
+            return
+        link.writing = on
+        self.watch_writable(link.fd, self._on_writable if on else None)
+
+    # reads
+
+    def _on_readable(self) -> None:
+        link = self._link
+        if link is not None and link.failed is None and link.reading:
+            self._guard(link, self._read)
+
+    def _read(self, link: Link) -> None:
+        """One read (and what TLS holds decrypted), while the downlink window is open."""
+        sock = link.sock
+        while self._dl_unacked < DOWNLINK_WINDOW_BYTES:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                break
+            except InterruptedError:
+                continue
+            except (ssl.SSLError, OSError) as exc:
+                raise LinkClosed(f"recv: {getattr(exc, 'strerror', None) or exc}") from None
+            if not data:
+                raise LinkClosed("closed by the HES")
+            self.stats.tcp_bytes_down += len(data)
+            chunks = link.decoder.feed(data)
+            for chunk in chunks:  # with the wrapper, one APDU each
+                self._dl_unacked += len(chunk)
+                self._downlink(chunk)
+            if link.decoder.error is not None:
+                self._bad_framing(link.decoder.error)
+            if not (link.tls and sock.pending()):
+                break
+        if self._dl_unacked >= DOWNLINK_WINDOW_BYTES:
+            # The meter is that far behind: read no more until the uart has
+            # written some (TCP pushes back on the HES).
+            self._set_reading(link, False)
+
+    def _downlink_done(self, nbytes: int) -> None:
+        """``nbytes`` of downlink data were written to the meter (or forgotten)."""
+        self._dl_unacked = max(0, self._dl_unacked - nbytes)
+        link = self._link
+        if link is None or link.failed is not None or link.reading:
+            return
+        if self._dl_unacked < DOWNLINK_WINDOW_BYTES:
+            self._set_reading(link, True)
+            if link.tls and link.sock.pending():
+                # Decrypted already: the poller will not report it.
+                self.call_later(0.0, self._on_readable)
+
+    def _bad_framing(self, error: FramingError) -> None:
+        """A bad wrapper header: the stream cannot be followed, drop the connection."""
+        self.stats.framing_errors += 1
+        log.warning(
+            "hes protocol error reason=bad_header framing=%s error=%s host=%s port=%d",
+            self.target.framing,
+            error,
+            self.target.host,
+            self.target.port,
+        )
+        raise LinkClosed(f"protocol error: {error}")
+
+    # writes
+
+    def _submit(self, payloads: list[bytes]) -> bool:
+        """Hand payloads to the connection, written at once as far as the socket
+        takes them; False if there is no connection (or it just failed)."""
+        link = self._link
+        if link is None or link.failed is not None:
+            return False
+        encode = link.framing.encode
+        link.out.extend((encode(p), True) for p in payloads)
+        self._flush_out(link)
+        return True
+
+    def _on_writable(self) -> None:
+        link = self._link
+        if link is not None and link.failed is None:
+            self._flush_out(link)
+
+    def _retry_write(self, link: Link) -> None:
+        if self._link is link and link.failed is None:
+            self._flush_out(link)
+
+    def _flush_out(self, link: Link) -> None:
+        self._guard(link, self._write)
+
+    def _write(self, link: Link) -> None:
+        """Write what waits until the socket would block; then wait for POLLOUT."""
+        sock, out = link.sock, link.out
+        wrote = False
+        try:
+            while out:
+                if link.retry is not None:
+                    chunk = link.retry
+                else:
+                    parts = [out[0][0][link.offset :]]
+                    size = len(parts[0])
+                    for data, _ in itertools.islice(out, 1, None):
+                        if size >= WRITE_CHUNK:
+                            break
+                        parts.append(data)
+                        size += len(data)
+                    chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+                try:
+                    n = sock.send(chunk)
+                except ssl.SSLWantWriteError:
+                    link.retry = chunk
+                    self._set_writing(link, True)
+                    return
+                except ssl.SSLWantReadError:
+                    # TLS must read before it can write: look again shortly.
+                    link.retry = chunk
+                    self._set_writing(link, False)
+                    self.call_later(ACK_POLL_MIN_S, lambda: self._retry_write(link))
+                    return
+                except BlockingIOError:
+                    self._set_writing(link, True)
+                    return
+                except InterruptedError:
+                    continue
+                except (ssl.SSLError, OSError) as exc:
+                    raise LinkClosed(f"send: {getattr(exc, 'strerror', None) or exc}") from None
+                link.retry = None
+                wrote = True
+                self._wrote(link, n)
+                if n < len(chunk):
+                    self._set_writing(link, True)  # the send buffer is full
+                    return
+            self._set_writing(link, False)
+        finally:
+            if wrote:
+                # ACKs wake nothing up: look on the loop's next pass, then
+                # less and less often while nothing moves.
+                link.wrote = True
+                self._schedule_acks(link, 0.0)
+
+    def _wrote(self, link: Link, n: int) -> None:
+        """``n`` bytes of ``link.out`` were written: mark where its whole payloads end."""
+        self.stats.tcp_bytes_up += n
+        link.meter.wrote(n)
+        out = link.out
+        done = 0
+        offset = link.offset
+        while n and out:
+            left = len(out[0][0]) - offset
+            if n < left:
+                offset += n
+                break
+            n -= left
+            _, counted = out.popleft()
+            offset = 0
+            done += counted
+        link.offset = offset
+        if done:
+            # Written whole: delivered once the peer acknowledges up to here.
+            try:
+                mark = link.meter.mark()
+            except OSError as exc:
+                raise LinkClosed(f"ioctl: {exc.strerror or exc}") from None
+            link.unacked.append((mark, done))
+
+    # acknowledgements
+
+    def _schedule_acks(self, link: Link, delay: float) -> None:
+        due = time.monotonic() + delay
+        if link.ack_at <= due:
+            return  # a look is due sooner already
+        link.ack_at = due
+        link.ack_token += 1
+        token = link.ack_token
+        self.call_later(delay, lambda: self._ack_timer(link, token))
+
+    def _ack_timer(self, link: Link, token: int) -> None:
+        if token != link.ack_token or self._link is not link or link.failed is not None:
+            return
+        link.ack_at = float("inf")
+        if not link.unacked:
+            link.poll_every = ACK_POLL_MIN_S
+            return
+        try:
+            moved = self._poll_acks(link)
+        except LinkClosed as exc:
+            self._fail(link, str(exc))
+            return
+        if moved or link.wrote:
+            link.poll_every = ACK_POLL_MIN_S
+        else:  # a stalled HES costs ~10 ioctls/s
+            link.poll_every = min(2 * link.poll_every, ACK_POLL_MAX_S)
+        link.wrote = False
+        if link.unacked:
+            self._schedule_acks(link, link.poll_every)
+        if moved:
+            self._pump()  # room in flight: more from the spool
+
+    def _poll_acks(self, link: Link) -> bool:
+        """Confirm the payloads the peer acknowledged; True if there were any."""
+        if not link.unacked:
+            return False
+        try:
+            pos = link.meter.acked()
+        except OSError as exc:
+            raise LinkClosed(f"ioctl: {exc.strerror or exc}") from None
+        n = 0
+        while link.unacked and link.unacked[0][0] <= pos:
+            n += link.unacked.popleft()[1]
+        if not n:
+            return False
+        self._confirm(n)
+        return True
+
+    # heartbeat
+
+    def _schedule_heartbeat(self, link: Link) -> None:
+        """The heartbeat packet every interval_s on ``link``; again on a reload
+        (SIGHUP), which may change its packet and interval."""
+        link.hb_token += 1
+        t = self.target
+        if not t.heartbeat or t.heartbeat_interval <= 0:
+            return
+        token = link.hb_token
+        self.call_later(t.heartbeat_interval, lambda: self._heartbeat_due(link, token))
+
+    def _heartbeat_due(self, link: Link, token: int) -> None:
+        if token != link.hb_token or self._link is not link or link.failed is not None:
+            return
+        if self.target.heartbeat:
+            link.out.append((link.framing.encode(self.target.heartbeat), False))
+            self.stats.heartbeats += 1
+            self._flush_out(link)
+        self._schedule_heartbeat(link)
+
     # -- downlink ------------------------------------------------------------------------
 
     def _downlink(self, data: bytes) -> None:
@@ -1588,7 +1732,7 @@ class Client(Service):
             metrics.observe(self.counters, "downlink", now - unit.born)
         if released:
             self.counters["downlink.units_written"] += len(released)
-            self.conn.downlink_done(sum(u.size for u in released))
+            self._downlink_done(sum(u.size for u in released))
 
     def _on_nack(self, env: bus.Envelope) -> None:
         if env.src != bus.UART:
@@ -1619,7 +1763,7 @@ class Client(Service):
     # -- state -----------------------------------------------------------------------------
 
     def _mirror_stats(self) -> None:
-        s = self.conn.stats
+        s = self.stats
         self.counters["link.connects"] = s.connects
         self.counters["link.reconnects"] = max(0, s.connects - 1)
         self.counters["link.connect_failed"] = s.connect_failed
@@ -1645,7 +1789,7 @@ class Client(Service):
             "spool_age_s": round(self.spool.age(), 3),
             "inflight": len(self._inflight),
             "reconnects": self.counters["link.reconnects"],
-            "last_error": self.conn.last_error,
+            "last_error": self.last_error,
         }
 
     def publish_status(self) -> None:
@@ -1675,7 +1819,8 @@ class Client(Service):
             target, host=self.target.host, port=self.target.port, framing=self.target.framing
         )
         self.target = target
-        self.conn.t = target
+        if self._link is not None:
+            self._schedule_heartbeat(self._link)
         spool_cfg = new["TCP_SERVER"]["spool"]
         self.spool.max_bytes = int(spool_cfg["max_bytes"])
         self.spool.max_age_s = float(spool_cfg["max_age_s"])

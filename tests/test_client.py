@@ -867,3 +867,131 @@ def test_a_unit_is_acknowledged_only_once_the_hes_tcp_has_its_payloads(stack, ru
     finally:
         relay.stop()
         hes.stop()
+
+
+def test_slow_hes_holds_payloads_in_memory_and_a_sigkill_then_loses_nothing(stack, run_dir, probe):
+    """While the link is up and the HES is slow, payloads wait in memory (the
+    uart journals their units) up to DIRECT_MAX_BYTES, not in the spool; no unit
+    is acknowledged before the HES's TCP has its payloads; a SIGKILL in that
+    state loses nothing once the uart sends the units again, the order holds,
+    and the payloads that may reach the HES twice are counted."""
+    hes = FakeHES().start()
+    relay = Relay(hes.port, rcvbuf=PEER_RCVBUF).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS, bus.T_REGISTRY)
+        acks = probe.inbox(bus.UART)
+        client = start_client(stack, run_dir, relay.port)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        relay.pause()
+        n = 600  # 600 KiB: far over what the shut window takes, under DIRECT_MAX_BYTES
+        assert n * 1024 < DIRECT_MAX_BYTES
+        items = kib_items(random.Random(21), n)
+
+        def send_units(first: int) -> None:
+            for i in range(first, n):
+                env = bus.Envelope(
+                    "resolver",
+                    1,
+                    i,
+                    time.time(),
+                    bus.OP_SEND,
+                    [items[i]],
+                    bus.Ref("uart", 78, i, 0),
+                )
+                probe.push.send_multipart([bus.CLIENT.encode(), bus.encode(env)])
+
+        send_units(0)
+        wait_for(Stalled(lambda: relay.inq(0)), 15, "the relay's window to shut")
+
+        def all_taken(d: dict[str, Any]) -> bool:
+            for s in d["services"]:
+                if s["name"] == "client":
+                    return bool(
+                        s["link"]["inflight"] + s["counters"].get("uplink.payloads", 0) == n
+                    )
+            return False
+
+        reg = probe.wait_event(sub, bus.T_REGISTRY, all_taken, timeout=10)
+        entry = next(s for s in reg["services"] if s["name"] == "client")
+        assert entry["link"]["spool_depth"] == 0 and entry["link"]["inflight"] > 0
+        assert entry["counters"].get("spool.appended", 0) == 0, entry["counters"]
+
+        def highest(timeout: float) -> int:
+            top, deadline = -1, time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if acks.poll(int(left * 1000) + 1):
+                    env = bus.decode(acks.recv_multipart()[-1])
+                    if env.op == bus.OP_ACK and env.data[0] == 78:
+                        top = max(top, env.data[1])
+            return top
+
+        acked = highest(1.0)
+        assert acked < n - 1, f"unit {acked} acknowledged while its bytes were unacknowledged"
+        client.kill(signal.SIGKILL)
+        again = stack.start("services.client")
+        # The uart sends again everything not acknowledged (here: all of it;
+        # the client acknowledges again what it already had).
+        send_units(0)
+        relay.resume()
+        wait_for(
+            lambda: hes.connections >= 2 and hes.received(1).endswith(items[-1]),
+            20,
+            "the last payload on the new connection",
+        )
+        wait_for(lambda: not hes.is_open(0), 10, "the HES to read the old connection out")
+        j, repeats = resent_tail(hes.received(0), hes.received(1), items)
+        assert wait_for(lambda: highest(0.5) == n - 1, 15, f"the ack of unit {n - 1}")
+        # Every payload of the units the first client had handed to its
+        # connection may be at the HES already: the second one counts them.
+        client_counters(
+            probe, sub, lambda c: c.get("uplink.duplicates_possible", 0) >= max(1, repeats)
+        )
+        assert "spool_depth=0" in again.text()
+    finally:
+        relay.stop()
+        hes.stop()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_blocked_writes_resume_at_the_right_byte_and_the_downlink_flows_meanwhile(
+    stack, run_dir, probe, pki, tls
+):
+    """The loop serves the socket: a write the socket does not take whole waits
+    for POLLOUT and goes on at the byte it stopped at (payloads of every size,
+    across TLS records and write chunks), and while writes are blocked the HES's
+    data still reaches the uart."""
+    hes = FakeHES(tls=_server_ctx(pki) if tls else None, rcvbuf=4096).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS)
+        uart = probe.inbox("uart")
+        extra: dict[str, Any] = {}
+        if tls:
+            extra["tls"] = {
+                "enabled": True,
+                "ca": str(pki / "ca.pem"),
+                "cert": str(pki / "gateway.pem"),
+                "key": str(pki / "gateway.key"),
+                "server_hostname": "localhost",
+            }
+        start_client(stack, run_dir, hes.port, **extra)
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        hes.pause()
+        rng = random.Random(31)
+        sizes = [1, 7, 100, 1500, 16383, 16385, 40000, 65535, 65537, 70000]
+        items = [b"W%05d:" % i + rng.randbytes(rng.choice(sizes)) for i in range(120)]
+        send_in_batches(probe, items, rng)
+        wait_for(Stalled(lambda: hes.inq(0)), 15, "the HES's window to shut")
+        link_status(probe, sub, lambda d: d["up"] and d["inflight"] > 0)
+        hes.send(b"downlink while the uplink is blocked")
+        env = probe.recv_env(uart, timeout=10)
+        assert env.op == bus.OP_WRITE
+        got = b"".join(rfc1662.decode(f).info for f in env.data)
+        assert got == b"downlink while the uplink is blocked"
+        hes.resume()
+        wait_bytes(hes, b"".join(items), timeout=30)
+        assert hes.connections == 1
+        link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
+    finally:
+        hes.stop()
