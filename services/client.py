@@ -130,7 +130,6 @@ bytes in ``spool.evicted_bytes``), ``spool.errors``, ``downlink.dropped``,
 from __future__ import annotations
 
 import collections
-import dataclasses
 import errno
 import fcntl
 import itertools
@@ -139,15 +138,13 @@ import os
 import random
 import select
 import socket
-import ssl
 import string
 import struct
 import sys
 import termios
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import zmq
 
@@ -158,6 +155,9 @@ from common.marks import MarkFile
 from common.service import Service, ThreadInbox, setup_logging
 from common.spool import Dropped, Spool, SpoolError
 from services.hesframing import Decoder, FramingError, HesFraming
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("meterlink.client")
 
@@ -241,16 +241,63 @@ def render_packet(spec: dict[str, Any], key: str, values: dict[str, str]) -> byt
         raise ConfigError(f"config key {key}.payload: bad template: {exc}") from None
 
 
+class _Never(Exception):
+    """Stands for ssl's classes while no link uses TLS: nothing is ever one."""
+
+
+class _ssl:  # noqa: N801 - read as the module it stands for
+    """The names of ``ssl`` the client uses, the module imported with the
+    first TLS context: it costs the client process 4.2 MB, and most HES links
+    are plain TCP. Until then each class is ``_Never``, so an ``except`` of it
+    catches nothing and an ``isinstance`` of it is False."""
+
+    SSLError: Any = _Never
+    SSLWantReadError: Any = _Never
+    SSLWantWriteError: Any = _Never
+    SSLCertVerificationError: Any = _Never
+    SSLContext: Any = None
+    PROTOCOL_TLS_CLIENT: Any = None
+    TLSVersion: Any = None
+    CERT_NONE: Any = None
+
+    @classmethod
+    def load(cls) -> None:
+        import ssl
+
+        for name in (
+            "SSLError",
+            "SSLWantReadError",
+            "SSLWantWriteError",
+            "SSLCertVerificationError",
+            "SSLContext",
+            "PROTOCOL_TLS_CLIENT",
+            "TLSVersion",
+            "CERT_NONE",
+        ):
+            setattr(cls, name, getattr(ssl, name))
+
+
+def is_tls(sock: socket.socket) -> bool:
+    """True for a TLS socket (then ``_ssl`` holds ssl's own names). Without
+    ssl imported no socket can be one, and this imports nothing."""
+    mod = sys.modules.get("ssl")
+    if mod is None or not isinstance(sock, mod.SSLSocket):
+        return False
+    _ssl.load()
+    return True
+
+
 def ssl_context(tls: dict[str, Any]) -> ssl.SSLContext | None:
     """The client TLS context from ``TCP_SERVER.tls``; None when TLS is off."""
     if not tls["enabled"]:
         return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _ssl.load()
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
     if tls["ca"]:
         try:
             ctx.load_verify_locations(cafile=tls["ca"])
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, _ssl.SSLError) as exc:
             raise ConfigError(
                 f"config key TCP_SERVER.tls.ca: cannot load {tls['ca']}: {exc}"
             ) from None
@@ -259,7 +306,7 @@ def ssl_context(tls: dict[str, Any]) -> ssl.SSLContext | None:
     if tls["cert"]:
         try:
             ctx.load_cert_chain(tls["cert"], tls["key"] or None)
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, _ssl.SSLError) as exc:
             raise ConfigError(
                 f"config key TCP_SERVER.tls.cert/key: cannot load {tls['cert']}: {exc}"
             ) from None
@@ -267,12 +314,11 @@ def ssl_context(tls: dict[str, Any]) -> ssl.SSLContext | None:
         raise ConfigError("config key TCP_SERVER.tls.key: set, but tls.cert is empty")
     if not tls["verify"]:
         ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx.verify_mode = _ssl.CERT_NONE
     return ctx
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """Everything the connection needs, checked at start."""
 
     host: str
@@ -354,20 +400,33 @@ class LinkClosed(Exception):
     """The connection ended; the message says why (logged as ``reason=``)."""
 
 
-@dataclass
 class LinkStats:
     """The connection's counters (the loop mirrors them into ``counters``)."""
 
-    connects: int = 0
-    connect_failed: int = 0
-    registrations: int = 0
-    heartbeats: int = 0
-    tcp_bytes_up: int = 0
-    tcp_bytes_down: int = 0
-    errors: int = 0
-    unacked_resent: int = 0  # payloads written, not acknowledged when their link ended
-    downlink_stalls: int = 0  # always 0 now that the loop reads the socket (kept for metrics)
-    framing_errors: int = 0  # connections dropped for a bad wrapper header
+    __slots__ = (
+        "connect_failed",
+        "connects",
+        "downlink_stalls",
+        "errors",
+        "framing_errors",
+        "heartbeats",
+        "registrations",
+        "tcp_bytes_down",
+        "tcp_bytes_up",
+        "unacked_resent",
+    )
+
+    def __init__(self) -> None:
+        self.connects = 0
+        self.connect_failed = 0
+        self.registrations = 0
+        self.heartbeats = 0
+        self.tcp_bytes_up = 0
+        self.tcp_bytes_down = 0
+        self.errors = 0
+        self.unacked_resent = 0  # payloads written, not acknowledged when their link ended
+        self.downlink_stalls = 0  # always 0 now that the loop reads the socket (kept for metrics)
+        self.framing_errors = 0  # connections dropped for a bad wrapper header
 
 
 def send_queue(sock: socket.socket) -> int:
@@ -416,7 +475,7 @@ class AckMeter:
         self._acked = 0
         self._top = 0  # the furthest mark handed out
         self.mode = "plain"
-        if isinstance(sock, ssl.SSLSocket):
+        if is_tls(sock):
             ok = tcp_info and tcp_bytes_acked(sock) is not None
             self.mode = "tls" if ok else "tls-drain"
 
@@ -440,36 +499,64 @@ class AckMeter:
         return self._acked
 
 
-@dataclass(eq=False)
 class Link:
     """One connection, served by the service loop (loop only)."""
 
-    sock: socket.socket
-    fd: int  # registered with the loop (the poller reports fds as ints)
-    meter: AckMeter
-    framing: HesFraming  # what the connection began with, whatever a reload says
-    decoder: Decoder  # one per connection
-    started: float
-    tls: bool
-    # (position to reach, payloads that reach with it), in write order
-    unacked: collections.deque[tuple[int, int]] = dataclasses.field(
-        default_factory=collections.deque
+    __slots__ = (
+        "ack_at",
+        "ack_token",
+        "decoder",
+        "failed",
+        "fd",
+        "framing",
+        "hb_token",
+        "meter",
+        "offset",
+        "out",
+        "poll_every",
+        "reading",
+        "retry",
+        "sock",
+        "started",
+        "tls",
+        "unacked",
+        "writing",
+        "wrote",
     )
-    # to write: (bytes, counted as a payload), in order; ``offset`` bytes of
-    # the first are written; ``retry``: TLS wants the same bytes again
-    out: collections.deque[tuple[bytes, bool]] = dataclasses.field(
-        default_factory=collections.deque
-    )
-    offset: int = 0
-    retry: bytes | None = None
-    reading: bool = False  # polled for POLLIN (not while the downlink window is full)
-    writing: bool = False  # polled for POLLOUT (a write would block)
-    failed: str | None = None  # why it ended; the loop closes it on its next pass
-    poll_every: float = ACK_POLL_MIN_S
-    ack_at: float = float("inf")  # when the scheduled ACK look is due
-    ack_token: int = 0  # only the latest scheduled ACK look runs
-    wrote: bool = False  # written since the last ACK look
-    hb_token: int = 0  # only the latest scheduled heartbeat runs
+
+    def __init__(
+        self,
+        *,
+        sock: socket.socket,
+        fd: int,
+        meter: AckMeter,
+        framing: HesFraming,
+        decoder: Decoder,
+        started: float,
+        tls: bool,
+    ) -> None:
+        self.sock = sock
+        self.fd = fd  # registered with the loop (the poller reports fds as ints)
+        self.meter = meter
+        self.framing = framing  # what the connection began with, whatever a reload says
+        self.decoder = decoder  # one per connection
+        self.started = started
+        self.tls = tls
+        # (position to reach, payloads that reach with it), in write order
+        self.unacked: collections.deque[tuple[int, int]] = collections.deque()
+        # to write: (bytes, counted as a payload), in order; ``offset`` bytes of
+        # the first are written; ``retry``: TLS wants the same bytes again
+        self.out: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self.offset = 0
+        self.retry: bytes | None = None
+        self.reading = False  # polled for POLLIN (not while the downlink window is full)
+        self.writing = False  # polled for POLLOUT (a write would block)
+        self.failed: str | None = None  # why it ended; the loop closes it on its next pass
+        self.poll_every = ACK_POLL_MIN_S
+        self.ack_at = float("inf")  # when the scheduled ACK look is due
+        self.ack_token = 0  # only the latest scheduled ACK look runs
+        self.wrote = False  # written since the last ACK look
+        self.hb_token = 0  # only the latest scheduled heartbeat runs
 
     @property
     def payloads(self) -> int:
@@ -691,20 +778,20 @@ class Connector(threading.Thread):
             tls = self.t.tls.wrap_socket(
                 sock, server_hostname=self.t.server_hostname, do_handshake_on_connect=False
             )
-        except (ssl.SSLError, ValueError) as exc:
+        except (_ssl.SSLError, ValueError) as exc:
             raise LinkClosed(f"tls: {exc}") from None
         while True:
             try:
                 tls.do_handshake()
                 return tls
-            except ssl.SSLWantReadError:
+            except _ssl.SSLWantReadError:
                 ok = self._await(tls, write=False, deadline=deadline)
-            except ssl.SSLWantWriteError:
+            except _ssl.SSLWantWriteError:
                 ok = self._await(tls, write=True, deadline=deadline)
-            except ssl.SSLCertVerificationError as exc:
+            except _ssl.SSLCertVerificationError as exc:
                 tls.close()
                 raise LinkClosed(f"tls: certificate verify failed: {exc.verify_message}") from None
-            except (ssl.SSLError, OSError) as exc:
+            except (_ssl.SSLError, OSError) as exc:
                 tls.close()
                 raise LinkClosed(f"tls: {exc}") from None
             if not ok:
@@ -1384,7 +1471,7 @@ class Client(Service):
             framing=framing,
             decoder=framing.decoder(),
             started=time.monotonic(),
-            tls=isinstance(sock, ssl.SSLSocket),
+            tls=is_tls(sock),
         )
         self._link = link
         self.stats.connects += 1
@@ -1493,11 +1580,11 @@ class Client(Service):
         while self._dl_unacked < DOWNLINK_WINDOW_BYTES:
             try:
                 data = sock.recv(RECV_SIZE)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            except (_ssl.SSLWantReadError, _ssl.SSLWantWriteError, BlockingIOError):
                 break
             except InterruptedError:
                 continue
-            except (ssl.SSLError, OSError) as exc:
+            except (_ssl.SSLError, OSError) as exc:
                 raise LinkClosed(f"recv: {getattr(exc, 'strerror', None) or exc}") from None
             if not data:
                 raise LinkClosed("closed by the HES")
@@ -1583,11 +1670,11 @@ class Client(Service):
                     chunk = parts[0] if len(parts) == 1 else b"".join(parts)
                 try:
                     n = sock.send(chunk)
-                except ssl.SSLWantWriteError:
+                except _ssl.SSLWantWriteError:
                     link.retry = chunk
                     self._set_writing(link, True)
                     return
-                except ssl.SSLWantReadError:
+                except _ssl.SSLWantReadError:
                     # TLS must read before it can write: look again shortly.
                     link.retry = chunk
                     self._set_writing(link, False)
@@ -1598,7 +1685,7 @@ class Client(Service):
                     return
                 except InterruptedError:
                     continue
-                except (ssl.SSLError, OSError) as exc:
+                except (_ssl.SSLError, OSError) as exc:
                     raise LinkClosed(f"send: {getattr(exc, 'strerror', None) or exc}") from None
                 link.retry = None
                 wrote = True
@@ -1815,8 +1902,8 @@ class Client(Service):
             return
         # Same HES, new packets: the connection takes them from its next connect
         # (registration) or heartbeat period; the link itself is not touched.
-        target = dataclasses.replace(
-            target, host=self.target.host, port=self.target.port, framing=self.target.framing
+        target = target._replace(
+            host=self.target.host, port=self.target.port, framing=self.target.framing
         )
         self.target = target
         if self._link is not None:

@@ -32,13 +32,7 @@ SERVICES: dict[str, tuple[str, ...]] = {
 START = ("common.daemon", "common.config", "common.checks")
 KEPT_OUT = ("dataclasses", "inspect", "pathlib", "tempfile", "decimal", "ssl")
 #: Still imported, with the reason; a test fails once it no longer is (remove it here).
-PENDING: dict[str, dict[str, str]] = {
-    "client": {
-        "dataclasses": "services/client.py has dataclasses of its own",
-        "inspect": "imported by dataclasses",
-        "ssl": "services/client.py imports it for TLS, which most links do not use",
-    },
-}
+PENDING: dict[str, dict[str, str]] = {}
 
 _PROBE = (
     "import json, sys\n"
