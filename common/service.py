@@ -166,6 +166,8 @@ class ThreadInbox:
         self.pull.bind(self._addr)
         self._push: zmq.Socket[bytes] | None = None
         self._local = threading.local()
+        #: Handles what is waiting now, in the loop (set by ``Service.thread_inbox``).
+        self.drain: Callable[[], None] = lambda: None
 
     def post(self, parts: list[bytes]) -> bool:
         push = getattr(self._local, "push", None)
@@ -297,6 +299,7 @@ class Service:
                 self.guarded(f"thread_inbox.{name}", handler, parts)
 
         self._sockets[box.pull] = drain
+        box.drain = drain
         return box
 
     def add_thread(self, thread: threading.Thread) -> None:

@@ -64,14 +64,17 @@ and joined with a timeout), so SIGTERM ends the process well within a second.
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import logging
 import os
 import queue
 import select
 import sys
+import termios
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import serial
@@ -265,6 +268,22 @@ def _make_port(url: str, kwargs: dict[str, Any]) -> serial.SerialBase:
     return serial.serial_for_url(url, do_not_open=True, **kwargs)
 
 
+def _close_quietly(port: serial.SerialBase, name: str) -> None:
+    try:
+        port.close()
+    except Exception as exc:  # a vanished device may fail even this
+        log.debug("serial close failed port=%s error=%r", name, str(exc))
+
+
+def _output_queued(fd: int) -> bool:
+    """True if the tty still holds bytes written and not sent (TIOCOUTQ)."""
+    try:
+        buf = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return False
+    return int.from_bytes(buf, sys.byteorder, signed=True) > 0
+
+
 class _Link:
     """A connection to a URL port, which has no file descriptor for the loop.
 
@@ -273,6 +292,12 @@ class _Link:
     (``write``) and posts how much went out, so a line that holds off writes
     does not hold up reading. It decides nothing: a failure to open, a read or
     write that fails, all go to the loop, which starts a new link to reopen.
+
+    Bytes read are not journaled until the loop has them, so the reader reads
+    again only once the loop has taken its last read (``taken``): what a kill
+    of the process can lose is one read, as on the descriptor path. Only the
+    reader posts ``LOST`` (a failed write sets ``fault`` for it), after every
+    byte it read: the loop never closes a link with its data still queued.
     """
 
     def __init__(self, uart: Uart, ident: int) -> None:
@@ -283,6 +308,9 @@ class _Link:
         self.room = threading.Event()  # cleared while the uplink is at its bound
         if not uart._held:
             self.room.set()
+        self.taken = threading.Event()  # the loop has handled the last read
+        self.taken.set()
+        self.fault: str | None = None  # why a write failed (the reader reports it)
         self._uart = uart
         self._jobs: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self.threads = (
@@ -320,12 +348,15 @@ class _Link:
             self.threads[1].start()
             self._post(_KIND_OPEN, rs485_state.encode())
             try:
-                while not self.stop.is_set():
-                    if not self.room.wait(HOLD_WAIT_S):
+                while not self.stop.is_set() and self.fault is None:
+                    if not self.room.wait(HOLD_WAIT_S) or not self.taken.wait(HOLD_WAIT_S):
                         continue
                     data = port.read(port.in_waiting or 1)
                     if data:
+                        self.taken.clear()
                         self._post(_KIND_DATA, data)
+                if self.fault is not None and not self.stop.is_set():
+                    self._post(_KIND_LOST, self.fault.encode())
             except Exception as exc:  # any failure here is the port's
                 self._post(_KIND_LOST, (str(exc) or type(exc).__name__).encode())
             finally:
@@ -342,8 +373,7 @@ class _Link:
                 try:
                     n, outcome = write_some(port, job, self._uart.write_timeout)
                 except Exception as exc:  # any failure here is the port's
-                    if not self.stop.is_set():  # else closed under the write
-                        self._post(_KIND_LOST, (str(exc) or type(exc).__name__).encode())
+                    self.fault = str(exc) or type(exc).__name__  # the reader tells
                     return
                 self._post(_KIND_WROTE, b"%d" % n, outcome.encode())
         finally:
@@ -517,11 +547,16 @@ class Uart(Service):
             return
         try:
             port, rs485_state = open_port(self.port_name, self.settings, self.rs485)
-            fd = port.fileno()
         except Exception as exc:  # termios.error is no OSError: catch all
             self._open_failed(str(exc))
             return
-        os.set_blocking(fd, False)  # pyserial opens it so; reads and writes rely on it
+        try:
+            fd = port.fileno()
+            os.set_blocking(fd, False)  # pyserial opens it so; reads and writes rely on it
+        except Exception as exc:
+            _close_quietly(port, self.port_name)
+            self._open_failed(str(exc))
+            return
         self._fd = fd
         self._opened(port, rs485_state)
 
@@ -577,21 +612,28 @@ class Uart(Service):
         self.publish_status()
         if not self.up.room():
             self._hold()
-        if self._fd is not None:
-            self._poll_input(not self._held)
-            # What the meter sent while the port was closed is read at once.
-            if not self._held:
-                self._read(polled=False)
-        self._write_pending()
+        try:
+            if self._fd is not None:
+                self._poll_input(not self._held)
+                # What the meter sent while the port was closed is read at once.
+                if not self._held:
+                    self._read(polled=False)
+        finally:
+            self._write_pending()
 
     def _lost(self, reason: str) -> None:
-        """The port failed: close it, tell, and schedule the reopen."""
+        """The port failed: close it, schedule the reopen, tell."""
         self._close_port()
-        # A partial frame from a line that went away is stale.
-        self._after_read(self.deframer.flush())
         if self._missing():
             self._delay = self.reopen_min  # unplugged: watched, not backed off
         open_s = time.monotonic() - self._opened_at
+        # A port that stayed up longer than the longest back-off was healthy:
+        # start over. One that flaps keeps backing off. Scheduled first, so
+        # that nothing below can leave the port closed for good.
+        if open_s >= self.reopen_max:
+            self._delay = self.reopen_min
+        self.call_later(self._delay, self._open)
+        self._delay = min(self._delay * 2, self.reopen_max)
         self.last_error = reason
         self.open_since = time.time()
         log.warning(
@@ -605,12 +647,8 @@ class Uart(Service):
             {"port": self.port_name, "reason": reason, "open_s": round(open_s, 3)},
         )
         self.publish_status()
-        # A port that stayed up longer than the longest back-off was healthy:
-        # start over. One that flaps keeps backing off.
-        if open_s >= self.reopen_max:
-            self._delay = self.reopen_min
-        self.call_later(self._delay, self._open)
-        self._delay = min(self._delay * 2, self.reopen_max)
+        # A partial frame from a line that went away is stale.
+        self._after_read(self.deframer.flush())
 
     def _close_port(self) -> None:
         fd, port, link = self._fd, self._port, self._link
@@ -624,10 +662,19 @@ class Uart(Service):
         if link is not None:
             link.close()  # the link closes its port itself
         elif port is not None:
-            try:
-                port.close()
-            except Exception as exc:  # a vanished device may fail even this
-                log.debug("serial close failed port=%s error=%r", self.port_name, str(exc))
+            if fd is not None and _output_queued(fd):
+                # A real UART's last close waits for its output to drain, up
+                # to the driver's closing_wait (30 s by default), whatever
+                # O_NONBLOCK says: a meter holding off writes would hold the
+                # loop that long. Closed beside the loop instead.
+                threading.Thread(
+                    target=_close_quietly,
+                    args=(port, self.port_name),
+                    name="uart-close",
+                    daemon=True,
+                ).start()
+            else:
+                _close_quietly(port, self.port_name)
 
     def _on_link_message(self, parts: list[bytes]) -> None:
         link = self._link
@@ -635,7 +682,10 @@ class Uart(Service):
             return  # from a link since closed
         kind = parts[0]
         if kind == _KIND_DATA:
-            self._on_bytes(parts[2])
+            try:
+                self._on_bytes(parts[2])
+            finally:
+                link.taken.set()
         elif kind == _KIND_WROTE:
             link.busy = False
             n = int(parts[2])
@@ -706,10 +756,14 @@ class Uart(Service):
         self._flush_armed = False
         if self._held or self._port is None or not self.deframer.pending:
             return  # held: flushed after the wait if still stale; closed: flushed
+        # The rest may be in already: in the kernel, or read by a link and
+        # waiting for the loop.
         if self._fd is not None:
-            self._read(polled=False)  # the rest may be in the kernel already
-            if self._flush_armed or self._port is None or not self.deframer.pending:
-                return
+            self._read(polled=False)
+        elif self._link is not None and not self._link.taken.is_set():
+            self._box.drain()
+        if self._flush_armed or self._port is None or not self.deframer.pending:
+            return
         left = self._gap - (time.monotonic() - self._last_rx)
         if left > 0:
             self._flush_armed = True
@@ -725,13 +779,8 @@ class Uart(Service):
         """
         partial = self.deframer.partial
         unit = self.up.submit(frames, sum(map(len, frames)), time.monotonic())
-        try:
+        with self._journal_or_stop("unit"):
             self.journal.unit(unit.inst, unit.n, frames, partial)
-        except JournalError:
-            # A uart that cannot keep frames safe stops; supervisord restarts it.
-            log.exception("journal write failed port=%s action=stop", self.port_name)
-            self.stop()
-            raise
         self._journaled_partial = partial
         self.counters["frames_in"] += len(frames)
         self.send(bus.RESOLVER, bus.OP_FRAMES, frames, self.up.ref(unit))
@@ -745,8 +794,21 @@ class Uart(Service):
             return
         partial = self.deframer.partial
         if partial != self._journaled_partial:
-            self.journal.partial(partial)
+            with self._journal_or_stop("partial"):
+                self.journal.partial(partial)
             self._journaled_partial = partial
+
+    @contextlib.contextmanager
+    def _journal_or_stop(self, what: str) -> Iterator[None]:
+        """A uart that cannot keep frames safe stops (supervisord restarts it,
+        and the next uart replays the journal): the error is logged and raised
+        on, so the step that needed the journal goes no further."""
+        try:
+            yield
+        except JournalError:
+            log.exception("journal %s failed port=%s action=stop", what, self.port_name)
+            self.stop()
+            raise
 
     def _hold(self) -> None:
         """Backpressure: while the held uplink is at its bound, read nothing.
@@ -792,19 +854,22 @@ class Uart(Service):
         released = self.up.ack(inst, n, time.monotonic())
         if not released:
             return
-        self.journal.ack(inst, n)
-        if self.journal.wants_compaction(self.up.held_bytes):
-            marks = dict(self._journaled_marks)
-            for src, m_inst, m_n in self.down.marks():
-                marks[(src, m_inst)] = max(m_n, marks.get((src, m_inst), -1))
-            self.journal.compact(
-                [(u.inst, u.n, u.item) for u in self.up.held],
-                marks,
-                self.up.next_n,
-                self._journaled_partial,
-            )
         self.counters["units_acked"] += len(released)
-        self._unhold()
+        try:
+            with self._journal_or_stop("ack"):
+                self.journal.ack(inst, n)
+                if self.journal.wants_compaction(self.up.held_bytes):
+                    marks = dict(self._journaled_marks)
+                    for src, m_inst, m_n in self.down.marks():
+                        marks[(src, m_inst)] = max(m_n, marks.get((src, m_inst), -1))
+                    self.journal.compact(
+                        [(u.inst, u.n, u.item) for u in self.up.held],
+                        marks,
+                        self.up.next_n,
+                        self._journaled_partial,
+                    )
+        finally:
+            self._unhold()  # whatever the journal did, the room is there
 
     def _on_nack(self, env: bus.Envelope) -> None:
         if env.src != bus.CLIENT:
@@ -825,7 +890,9 @@ class Uart(Service):
         # queue for it; its return (seen in the registry) sends everything.
         if self._client_seen and self.up.due(now):
             self._resend(self.up.resend_all(now), "no_ack")
-        self.journal.tick()
+        self._unhold()  # a no-op unless held with room (never expected)
+        with self._journal_or_stop("fsync"):
+            self.journal.tick()
 
     def _resend(self, units: list[delivery.Unit[list[bytes]]], reason: str) -> None:
         if not units:
@@ -1122,6 +1189,12 @@ class Uart(Service):
 
     def _shutdown(self) -> None:
         link = self._link
+        if link is not None:
+            # A read the link made and the loop has not handled is journaled
+            # (not acknowledged: the next uart sends it) before the link goes.
+            link.stop.set()
+            link.threads[0].join(JOIN_TIMEOUT_S)
+            self._box.drain()
         self._close_port()  # a partial frame stays journaled for the next uart
         for thread in link.threads if link is not None else ():
             if thread.ident is not None:

@@ -27,6 +27,7 @@ import pytest
 import serial
 
 from common import bus, config, rfc1662
+from services import uart as uart_mod
 from services.sim.meter_pty import MeterPty
 from services.uart import (
     OUTCOME_CANCELLED,
@@ -776,3 +777,106 @@ def test_at_the_uplink_bound_the_loop_stops_polling_the_port_and_an_ack_resumes_
     assert [f for batch in sent for f in batch] == frames
     assert uart.deframer.counters().get("truncated", 0) == 0
     assert "uplink held at bound" in caplog.text and "uplink room again" in caplog.text
+
+
+def test_a_url_port_whose_write_fails_loses_none_of_what_its_reader_read(
+    run_dir: Path, monkeypatch
+):
+    """A URL port's link reads in a thread: a failed write must not close the
+    link while bytes its reader read are still on their way to the loop (the
+    loop would drop them as from a closed link). Every byte the reader read
+    reaches the loop, and the frames go out once, in order."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    frames = numbered(300, 60, seed=7)
+    conns: list[socket.socket] = []
+
+    def meter_side() -> None:
+        conn, _ = server.accept()
+        conns.append(conn)
+        conn.sendall(b"".join(frames))
+
+    threading.Thread(target=meter_side, daemon=True).start()
+
+    def failing_write(port: Any, data: memoryview, timeout: float) -> tuple[int, str]:
+        raise OSError(104, "Connection reset by peer (write side only)")
+
+    monkeypatch.setattr(uart_mod, "write_some", failing_write)
+    posted = [0]  # bytes the links' readers posted to the loop
+    real_post = uart_mod._Link._post
+
+    def post(link: Any, kind: bytes, *parts: bytes) -> None:
+        if kind == uart_mod._KIND_DATA:
+            posted[0] += len(parts[0])
+        real_post(link, kind, *parts)
+
+    monkeypatch.setattr(uart_mod._Link, "_post", post)
+    uart = loop_uart(run_dir, port=f"socket://127.0.0.1:{server.getsockname()[1]}")
+    sent: list[bytes] = []
+    real_send = uart.send
+
+    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
+        if op == bus.OP_FRAMES:
+            sent.extend(data)
+        real_send(dst, op, data, ref)
+
+    uart.send = send  # type: ignore[method-assign]
+    state: dict[str, Any] = {}
+
+    def step() -> bool:
+        if uart._rx["bytes_in"] and "wrote" not in state:
+            state["wrote"] = True
+            env = bus.encode_parts(bus.RESOLVER, 1, 0, bus.OP_WRITE, [payload_frame(b"r")])
+            uart.dispatch(env)  # the writer fails at once ...
+            time.sleep(0.2)  # ... while the loop is behind and the reader has read
+        return uart._rx["reopens"] >= 1
+
+    try:
+        uart.setup()
+        drive(uart, step, timeout=20)
+    finally:
+        uart.close()
+        server.close()
+        for conn in conns:
+            conn.close()
+    assert posted[0] > 0 and uart._rx["bytes_in"] == posted[0]
+    assert sent == frames[: len(sent)]
+
+
+def test_a_journal_that_fails_stops_the_uart_instead_of_leaving_it_deaf(
+    run_dir: Path, meter: MeterPty, monkeypatch, caplog
+):
+    """At the uplink bound, an acknowledgement whose journal write fails (a
+    full disk) must not leave the port out of the poll set for good: the
+    uart stops, says why, and supervisord's restart replays the journal."""
+    uart = loop_uart(run_dir, journal={"max_bytes": 64 * 1024})
+    frames = numbered(150, 1000, seed=3)
+    todo = bytearray(b"".join(frames))
+
+    def full_disk(*_args: Any) -> None:
+        raise uart_mod.JournalError("journal: No space left on device")
+
+    def step() -> bool:
+        if todo:
+            try:
+                del todo[: os.write(meter.master, todo)]
+            except BlockingIOError:
+                pass
+        if uart._held and not hasattr(uart.journal, "_broken"):
+            uart.journal._broken = True  # type: ignore[attr-defined]
+            monkeypatch.setattr(uart.journal, "ack", full_disk)
+            last = uart.up.held[-1]
+            uart.dispatch(bus.encode_parts(bus.CLIENT, 1, 0, bus.OP_ACK, [last.inst, last.n]))
+        return False
+
+    try:
+        uart.setup()
+        uart.every(0.005, step)
+        deadline = time.monotonic() + 10
+        uart.every(0.05, lambda: time.monotonic() > deadline and uart.stop())
+        uart._loop()
+    finally:
+        uart.close()
+    assert uart.stopping
+    assert "journal ack failed" in caplog.text and "action=stop" in caplog.text
+    assert time.monotonic() < deadline, "the uart went on, deaf, instead of stopping"
