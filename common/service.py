@@ -41,6 +41,9 @@ from common import bus, buskeys, delivery
 
 log = logging.getLogger("meterlink")
 
+#: A periodic timer this close to due runs with the timers due now.
+TIMER_SLACK_S = 0.005
+
 Handler = Callable[[bus.Envelope], None]
 
 
@@ -561,12 +564,18 @@ class Service:
         nearest = now + bus.POLL_MAX
         once = False
         for timer in list(self._timers):
-            if timer[0] <= now:
-                if timer[1] is None:  # call_later: run once, then forget
+            interval = timer[1]
+            # A periodic timer due within TIMER_SLACK_S runs with those due
+            # now, and keeps its phase (not "now + interval"): the timers a
+            # service starts together (heartbeat, ticks, status) then wake
+            # it once, not each on its own. One-shot timers run on time.
+            if timer[0] <= (now if interval is None else now + TIMER_SLACK_S):
+                if interval is None:  # call_later: run once, then forget
                     timer[0] = -1.0
                     once = True
                 else:
-                    timer[0] = now + timer[1]
+                    due = timer[0] + interval
+                    timer[0] = due if due > now else now + interval
                 try:
                     timer[2]()
                 except Exception:

@@ -117,7 +117,7 @@ PORT_WATCH_S = 0.25
 #: While the held uplink is at its bound a link's reader looks again this often.
 HOLD_WAIT_S = 0.05
 #: How often the loop checks the resend timer and the journal's fsync policy.
-DELIVERY_TICK_S = 0.25
+DELIVERY_TICK_S = 0.5
 JOURNAL_FILE = "uart-journal.bin"  # in the run directory
 #: Write timeout: this much, plus WRITE_TIMEOUT_FACTOR times the line time of
 #: a maximal frame, with no byte accepted before a write counts as stalled

@@ -544,7 +544,8 @@ class Watchdog(Service):
         self.on_event(bus.T_LINK_DOWN)(self._on_link)
         self.every(self.interval, self._tick)
         self.every(wd["status_interval_s"], self.publish_status)
-        self.every(HOUSEKEEPING_S, self._housekeeping)
+        self._hk_armed = False
+        self._arm_housekeeping()
         self.on_close(self._shutdown)
 
     def _lqi_worker(self, lqi: dict[str, Any], pattern: re.Pattern[str]) -> Worker | None:
@@ -587,6 +588,16 @@ class Watchdog(Service):
             self._bus_ready = True
 
     def _housekeeping(self) -> None:
+        """Until probing starts, and while a recovery command runs: an idle
+        watchdog has nothing to look at, so this is not a periodic timer."""
+        self._hk_armed = False
+        try:
+            self._housekeep()
+        finally:
+            if not self._probing or self.command is not None:
+                self._arm_housekeeping()
+
+    def _housekeep(self) -> None:
         if not self._probing:
             if self._bus_ready or time.monotonic() >= self._ready_deadline:
                 self._probing = True
@@ -596,6 +607,11 @@ class Watchdog(Service):
                 self.publish_status()  # until one gets through
         if self.command is not None:
             self._reap()
+
+    def _arm_housekeeping(self) -> None:
+        if not self._hk_armed:
+            self._hk_armed = True
+            self.call_later(HOUSEKEEPING_S, self._housekeeping)
 
     def _shutdown(self) -> None:
         workers = [w for w in (self.probe_worker, self.lqi_worker) if w is not None]
@@ -778,6 +794,7 @@ class Watchdog(Service):
             "recovery step=%s failures=%d cmd=%s pid=%d", step, failures, shlex.join(argv), proc.pid
         )
         self.command = RunningCommand(step, failures, argv, proc, time.monotonic())
+        self._arm_housekeeping()  # reaps it
 
     def _reap(self) -> None:
         run = self.command
