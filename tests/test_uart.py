@@ -635,6 +635,29 @@ def loop_uart(run_dir: Path, **uart: Any) -> Uart:
     return Uart(cfg)
 
 
+def write_some_of(meter: MeterPty, todo: bytearray) -> None:
+    """Write what the pty takes now of ``todo`` (non-blocking), and drop it from ``todo``."""
+    if todo:
+        try:
+            del todo[: os.write(meter.master, todo)]
+        except BlockingIOError:
+            pass
+
+
+def sent_batches(uart: Uart) -> list[list[bytes]]:
+    """The batches of frames ``uart`` sends to the resolver pool, as it sends them."""
+    batches: list[list[bytes]] = []
+    real_send = uart.send
+
+    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
+        if op == bus.OP_FRAMES:
+            batches.append(data)
+        real_send(dst, op, data, ref)
+
+    uart.send = send  # type: ignore[method-assign]
+    return batches
+
+
 def drive(uart: Uart, step: Any, timeout: float) -> None:
     """Run ``uart``'s loop in this thread, calling ``step()`` every 5 ms from
     it, until ``step`` returns True; fail after ``timeout``."""
@@ -729,15 +752,7 @@ def test_at_the_uplink_bound_the_loop_stops_polling_the_port_and_an_ack_resumes_
     frame goes out once, in order."""
     caplog.set_level(logging.INFO, logger="meterlink.uart")
     uart = loop_uart(run_dir, journal={"max_bytes": 64 * 1024})
-    sent: list[list[bytes]] = []
-    real_send = uart.send
-
-    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
-        if op == bus.OP_FRAMES:
-            sent.append(data)
-        real_send(dst, op, data, ref)
-
-    uart.send = send  # type: ignore[method-assign]
+    sent = sent_batches(uart)
     frames = numbered(120, 1000, seed=41)
     todo = bytearray(b"".join(frames))
     state: dict[str, Any] = {}
@@ -748,11 +763,7 @@ def test_at_the_uplink_bound_the_loop_stops_polling_the_port_and_an_ack_resumes_
         uart.dispatch(env)
 
     def step() -> bool:
-        if todo:
-            try:
-                del todo[: os.write(meter.master, todo)]
-            except BlockingIOError:
-                pass
+        write_some_of(meter, todo)
         if uart._held and "held_at" not in state:
             state["held_at"] = time.monotonic()
             state["bytes_in"] = uart._rx["bytes_in"]
@@ -812,15 +823,7 @@ def test_a_url_port_whose_write_fails_loses_none_of_what_its_reader_read(
 
     monkeypatch.setattr(uart_mod._Link, "_post", post)
     uart = loop_uart(run_dir, port=f"socket://127.0.0.1:{server.getsockname()[1]}")
-    sent: list[bytes] = []
-    real_send = uart.send
-
-    def send(dst: str, op: str, data: Any, ref: list[Any] | None = None) -> None:
-        if op == bus.OP_FRAMES:
-            sent.extend(data)
-        real_send(dst, op, data, ref)
-
-    uart.send = send  # type: ignore[method-assign]
+    batches = sent_batches(uart)
     state: dict[str, Any] = {}
 
     def step() -> bool:
@@ -840,6 +843,7 @@ def test_a_url_port_whose_write_fails_loses_none_of_what_its_reader_read(
         for conn in conns:
             conn.close()
     assert posted[0] > 0 and uart._rx["bytes_in"] == posted[0]
+    sent = [f for batch in batches for f in batch]
     assert sent == frames[: len(sent)]
 
 
@@ -857,11 +861,7 @@ def test_a_journal_that_fails_stops_the_uart_instead_of_leaving_it_deaf(
         raise uart_mod.JournalError("journal: No space left on device")
 
     def step() -> bool:
-        if todo:
-            try:
-                del todo[: os.write(meter.master, todo)]
-            except BlockingIOError:
-                pass
+        write_some_of(meter, todo)
         if uart._held and not hasattr(uart.journal, "_broken"):
             uart.journal._broken = True  # type: ignore[attr-defined]
             monkeypatch.setattr(uart.journal, "ack", full_disk)
