@@ -260,12 +260,26 @@ if _PosixSerial is not None:
 
 
 def _make_port(url: str, kwargs: dict[str, Any]) -> serial.SerialBase:
-    """A closed port for ``url``: a device path opens without flushing its input."""
+    """A closed port for ``url`` whose ``open()`` flushes no input."""
     if _PosixSerial is not None and not is_url(url):
         port = KeepInputSerial(None, **kwargs)
         port.port = url
         return port
-    return serial.serial_for_url(url, do_not_open=True, **kwargs)
+    port = serial.serial_for_url(url, do_not_open=True, **kwargs)
+    # A URL port's open() ends with reset_input_buffer(): for socket:// that
+    # reads and throws away what the meter sent as soon as it was connected.
+    # Shadowed on the instance while it opens; a later call still flushes.
+    real_open = port.open
+
+    def open_keeping_input() -> None:
+        port.reset_input_buffer = lambda: None  # type: ignore[method-assign]
+        try:
+            real_open()
+        finally:
+            del port.reset_input_buffer
+
+    port.open = open_keeping_input  # type: ignore[method-assign]
+    return port
 
 
 def _close_quietly(port: serial.SerialBase, name: str) -> None:
@@ -352,6 +366,10 @@ class _Link:
                     if not self.room.wait(HOLD_WAIT_S) or not self.taken.wait(HOLD_WAIT_S):
                         continue
                     data = port.read(port.in_waiting or 1)
+                    # One hand-over per read: take what else is there now
+                    # (socket:// says 1 for "some", so that goes byte-wise).
+                    while data and len(data) < READ_MAX and port.in_waiting:
+                        data += port.read(min(port.in_waiting, READ_MAX - len(data)))
                     if data:
                         self.taken.clear()
                         self._post(_KIND_DATA, data)
