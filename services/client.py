@@ -516,6 +516,7 @@ class Link:
         "poll_every",
         "reading",
         "retry",
+        "retry_armed",
         "sock",
         "started",
         "tls",
@@ -557,6 +558,7 @@ class Link:
         self.ack_token = 0  # only the latest scheduled ACK look runs
         self.wrote = False  # written since the last ACK look
         self.hb_token = 0  # only the latest scheduled heartbeat runs
+        self.retry_armed = False  # a TLS write waits for a read: its retry timer is set
 
     @property
     def payloads(self) -> int:
@@ -869,7 +871,14 @@ class Client(Service):
         # safe: if it comes again, the HES may have it already (counted).
         self._maybe_sent = {k: n for k, n in sent.items() if n > safe.get(k, -1)}
         self._maybe_spool_sent = spool_sent
-        self._counted_to = 0  # spool ids counted as possibly repeated so far
+        # Spool ids counted as possibly repeated so far. Not 0: payloads put
+        # back at the front of the spool (sent on a link that died) have ids
+        # of 0 and below, and they count too.
+        self._counted_to = -(2**62)
+        # Held in memory while the link is up, at most this much: never so
+        # much that the uart, which holds every unit until it is acknowledged,
+        # reaches its own bound first and stops reading the meter.
+        self._direct_max = min(DIRECT_MAX_BYTES, int(config["UART"]["journal"]["max_bytes"]) // 2)
         self._accepted = 0  # payloads taken in, ever (the next index)
         self._acks_due: set[tuple[str, int]] = set()
         self._acks_scheduled = False
@@ -1020,7 +1029,7 @@ class Client(Service):
             link is not None
             and link.failed is None
             and link.unacked
-            and self._inflight_bytes + nbytes > DIRECT_MAX_BYTES
+            and self._inflight_bytes + nbytes > self._direct_max
         ):
             # The loop drains up to a thousand messages before its timers run:
             # look at the ACKs now rather than spool what the HES already has.
@@ -1034,7 +1043,7 @@ class Client(Service):
             self._up
             and not self._gathered
             and self.spool.count == 0
-            and self._inflight_bytes + nbytes <= DIRECT_MAX_BYTES
+            and self._inflight_bytes + nbytes <= self._direct_max
         )
         if direct and ref is not None:
             # Before the HES can have it: a restarted client then knows
@@ -1140,9 +1149,13 @@ class Client(Service):
         is safe once it commits, and safe in order. They stay with the
         connection that has them; the spool drops them when their ACK comes.
         """
-        direct = [i for i, (id_, _, _) in enumerate(self._inflight) if id_ is None]
-        if not self._gathered and not (force and direct):
+        if not self._gathered and not (force and self._direct_n):
             return
+        direct = (
+            [i for i, (id_, _, _) in enumerate(self._inflight) if id_ is None]
+            if self._direct_n
+            else []
+        )
         gathered = self._gathered
         payloads = [self._inflight[i][1] for i in direct] + gathered
         # After this write, only a direct payload too big for the spool (it
@@ -1165,6 +1178,13 @@ class Client(Service):
                 self._inflight[i] = (id_, p, index)
                 self._direct_n -= 1
                 self._cursor = id_ if self._cursor is None else max(self._cursor, id_)
+        # Those were handed to the connection already: should they come again
+        # from the spool after a kill, they count as possibly repeated. (Their
+        # units are acknowledged now, so the uart will not send them again.)
+        handed = [id_ for id_ in ids[: len(direct)] if id_ is not None]
+        if handed and max(handed) > self._spool_sent:
+            self._spool_sent = max(handed)
+            self._write_marks()
         self._advance()
         if pump:
             self._pump()
@@ -1499,18 +1519,19 @@ class Client(Service):
             return
         reason = link.failed or "internal error"
         stable = time.monotonic() - link.started >= STABLE_LINK_S
-        self._close_link(link)
-        self.last_error = reason
-        self._mirror_stats()
-        self._link_down()
-        self._down_since = time.monotonic()
         if stable:
             self._attempt = 0
             delay = self.target.backoff(0)
         else:
             delay = self.target.backoff(self._attempt)
             self._attempt += 1
+        # Scheduled first: whatever fails below, the gateway connects again.
         self.call_later(delay, self._request_connect)
+        self._close_link(link)
+        self.last_error = reason
+        self._mirror_stats()
+        self._link_down()
+        self._down_since = time.monotonic()
 
     def _close_link(self, link: Link) -> None:
         """Close the socket, after one more look at the ACKs."""
@@ -1645,6 +1666,7 @@ class Client(Service):
             self._flush_out(link)
 
     def _retry_write(self, link: Link) -> None:
+        link.retry_armed = False
         if self._link is link and link.failed is None:
             self._flush_out(link)
 
@@ -1678,7 +1700,9 @@ class Client(Service):
                     # TLS must read before it can write: look again shortly.
                     link.retry = chunk
                     self._set_writing(link, False)
-                    self.call_later(ACK_POLL_MIN_S, lambda: self._retry_write(link))
+                    if not link.retry_armed:  # one timer, however many writes come
+                        link.retry_armed = True
+                        self.call_later(ACK_POLL_MIN_S, lambda: self._retry_write(link))
                     return
                 except BlockingIOError:
                     self._set_writing(link, True)

@@ -995,3 +995,48 @@ def test_blocked_writes_resume_at_the_right_byte_and_the_downlink_flows_meanwhil
         link_status(probe, sub, lambda d: d["up"] and d["spool_depth"] == 0)
     finally:
         hes.stop()
+
+
+def test_the_memory_hold_stays_under_the_uarts_journal_bound(stack, run_dir, probe):
+    """The client holds unacknowledged payloads in memory only up to half the
+    uart's journal bound: beyond it they go to the spool and their units are
+    acknowledged, so a slow HES never lets the uart reach its bound (where it
+    stops reading the meter) while the client waits for TCP ACKs."""
+    hes = FakeHES().start()
+    relay = Relay(hes.port, rcvbuf=PEER_RCVBUF).start()
+    try:
+        sub = probe.subscriber(bus.T_LINK_STATUS, bus.T_REGISTRY)
+        acks = probe.inbox(bus.UART)
+        tcp_cfg = {**FAST, "port": relay.port}
+        stack.write_config(
+            base_config(run_dir, TCP_SERVER=tcp_cfg, UART={"journal": {"max_bytes": 256 * 1024}})
+        )
+        stack.start("services.broker")
+        stack.start("services.client")
+        link_status(probe, sub, lambda d: d["up"])
+        hes.wait_connections(1)
+        relay.pause()
+        n = 300  # 300 KiB: more than the uart's 256 KiB bound
+        items = kib_items(random.Random(5), n)
+        for i in range(n):
+            env = bus.Envelope(
+                "resolver", 1, i, time.time(), bus.OP_SEND, [items[i]], bus.Ref("uart", 79, i, 0)
+            )
+            probe.push.send_multipart([bus.CLIENT.encode(), bus.encode(env)])
+        # Units past the 128 KiB hold are spooled and acknowledged: the uart
+        # holds well under its bound although the HES reads nothing.
+        top, deadline = -1, time.monotonic() + 15
+        while top < n - 1 and (left := deadline - time.monotonic()) > 0:
+            if acks.poll(int(left * 1000) + 1):
+                env = bus.decode(acks.recv_multipart()[-1])
+                if env.op == bus.OP_ACK and env.data[0] == 79:
+                    top = max(top, env.data[1])
+        assert top == n - 1, f"units acknowledged up to {top} of {n - 1}"
+        relay.resume()
+        wait_for(
+            lambda: hes.received(0).endswith(items[-1]), 20, "every payload at the HES, in order"
+        )
+        assert hes.received(0) == b"".join(items)
+    finally:
+        relay.stop()
+        hes.stop()
