@@ -688,8 +688,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, list[Row]]]:
                 row.note = f"{block['failed']} run(s) FAILED (loss or repeat), left out"
             lat.append(row)
     sections.append(("added latency, pty <-> HES socket (ms)", lat))
-    hops: list[Row] = []
     for rate, block in stack.get("breakdown", {}).items():
+        hops: list[Row] = []
         for hop in (*pipeline.HOPS, "total"):
             hops.append(
                 Row(
