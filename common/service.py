@@ -530,6 +530,8 @@ class Service:
 
     def every(self, interval: float, fn: Callable[[], None], first: float | None = None) -> None:
         """Call ``fn`` every ``interval`` seconds from the loop."""
+        if interval <= 0:
+            raise ValueError(f"every: interval must be > 0, not {interval}")
         due = time.monotonic() + (interval if first is None else first)
         self._timers.append([due, interval, fn])
 

@@ -871,10 +871,11 @@ class Client(Service):
         # safe: if it comes again, the HES may have it already (counted).
         self._maybe_sent = {k: n for k, n in sent.items() if n > safe.get(k, -1)}
         self._maybe_spool_sent = spool_sent
-        # Spool ids counted as possibly repeated so far. Not 0: payloads put
-        # back at the front of the spool (sent on a link that died) have ids
-        # of 0 and below, and they count too.
-        self._counted_to = -(2**62)
+        # Spool ids counted as possibly repeated so far: from below the
+        # oldest entry found at start, for payloads the last client put back
+        # at the spool's front (ids 0 and below: sent on a link that died)
+        # count too; those this client puts back are uplink.unacked_resent.
+        self._counted_to = min(0, self._oldest_spooled() - 1)
         # Held in memory while the link is up, at most this much: never so
         # much that the uart, which holds every unit until it is acknowledged,
         # reaches its own bound first and stops reading the meter.
@@ -1227,6 +1228,13 @@ class Client(Service):
                 n=dropped.age,
             )
 
+    def _oldest_spooled(self) -> int:
+        try:
+            head = self.spool.peek(1)
+        except SpoolError:
+            return 1
+        return head[0][0] if head else 1
+
     def _pump(self) -> None:
         """Hand spooled payloads to the connection, oldest first, within the in-flight bound.
 
@@ -1527,7 +1535,10 @@ class Client(Service):
             self._attempt += 1
         # Scheduled first: whatever fails below, the gateway connects again.
         self.call_later(delay, self._request_connect)
-        self._close_link(link)
+        try:
+            self._close_link(link)
+        finally:
+            self._link = None
         self.last_error = reason
         self._mirror_stats()
         self._link_down()

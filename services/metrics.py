@@ -40,6 +40,7 @@ REQUEST_MAX_BYTES = 8192
 CONNECTIONS_MAX = 8
 CONNECTION_TIMEOUT_S = 10.0
 BACKLOG = 16
+ACCEPT_PAUSE_S = 1.0  # the listener rests this long after accept() failed
 
 
 def version() -> str:
@@ -86,6 +87,9 @@ class MetricsServer:
         self.errors = 0
         self._sock: socket.socket | None = None
         self._conns: dict[int, _Conn] = {}
+        # After accept() failed (out of file descriptors...): the listener is
+        # not polled until then, or the pending connection would spin the loop.
+        self._paused_until = 0.0
 
     def start(self) -> bool:
         where = split_listen(self.listen)
@@ -117,7 +121,11 @@ class MetricsServer:
         """The fds to poll and for what: the listener while there is room for
         another scrape, each connection for its request or for room to answer."""
         out: dict[int, int] = {}
-        if self._sock is not None and len(self._conns) < CONNECTIONS_MAX:
+        if (
+            self._sock is not None
+            and len(self._conns) < CONNECTIONS_MAX
+            and time.monotonic() >= self._paused_until
+        ):
             out[self._sock.fileno()] = POLLIN
         for fd, conn in self._conns.items():
             out[fd] = POLLIN if conn.out is None else POLLOUT
@@ -155,9 +163,10 @@ class MetricsServer:
                 sock, _addr = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: the next pass tries again
+            except OSError as exc:  # e.g. EMFILE: tried again in a second
                 self.errors += 1
-                log.warning("metrics accept failed error=%s", exc)
+                self._paused_until = time.monotonic() + ACCEPT_PAUSE_S
+                log.warning("metrics accept failed error=%s action=pause_s:%g", exc, ACCEPT_PAUSE_S)
                 return
             sock.setblocking(False)
             self._conns[sock.fileno()] = _Conn(sock, time.monotonic() + CONNECTION_TIMEOUT_S)

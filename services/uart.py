@@ -365,11 +365,13 @@ class _Link:
                 while not self.stop.is_set() and self.fault is None:
                     if not self.room.wait(HOLD_WAIT_S) or not self.taken.wait(HOLD_WAIT_S):
                         continue
-                    data = port.read(port.in_waiting or 1)
+                    first = port.read(port.in_waiting or 1)
                     # One hand-over per read: take what else is there now
                     # (socket:// says 1 for "some", so that goes byte-wise).
-                    while data and len(data) < READ_MAX and port.in_waiting:
-                        data += port.read(min(port.in_waiting, READ_MAX - len(data)))
+                    buf = bytearray(first)
+                    while buf and len(buf) < READ_MAX and port.in_waiting:
+                        buf += port.read(min(port.in_waiting, READ_MAX - len(buf)))
+                    data = bytes(buf)
                     if data:
                         self.taken.clear()
                         self._post(_KIND_DATA, data)
@@ -514,7 +516,8 @@ class Uart(Service):
         self.on(bus.OP_NACK)(self._on_nack)
         self.on_event(bus.T_REGISTRY)(self._on_registry)
         self.every(STATUS_INTERVAL_S, self.publish_status, first=STATUS_FIRST_S)
-        self.every(DELIVERY_TICK_S, self._delivery_tick)
+        # Also the journal's fsync timer: at least as often as its interval.
+        self.every(min(DELIVERY_TICK_S, float(jcfg["fsync_interval_s"])), self._delivery_tick)
         self.on_close(self._shutdown)
 
     def setup(self) -> None:
@@ -887,7 +890,8 @@ class Uart(Service):
                         self._journaled_partial,
                     )
         finally:
-            self._unhold()  # whatever the journal did, the room is there
+            if not self.stopping:  # a journal that failed stops the uart: read no more
+                self._unhold()
 
     def _on_nack(self, env: bus.Envelope) -> None:
         if env.src != bus.CLIENT:

@@ -403,3 +403,44 @@ def test_the_endpoint_answers_while_a_client_hangs_and_refuses_what_it_does_not_
         for s in hung:
             s.close()
     assert broker.alive()
+
+
+_EMFILE_PROBE = """
+import os, resource, select, socket, sys, time
+from services.metrics import MetricsServer
+port = int(sys.argv[1])
+srv = MetricsServer(f"127.0.0.1:{port}", lambda: {})
+assert srv.start()
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+client = socket.create_connection(("127.0.0.1", port))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+passes, t0 = 0, time.monotonic()
+while time.monotonic() - t0 < 0.5:  # the broker's loop, as far as the endpoint goes
+    p = select.poll()
+    for fd, flags in srv.wanted().items():
+        p.register(fd, select.POLLIN if flags == 1 else select.POLLOUT)
+    for fd, _ in p.poll(1000):
+        srv.handle(fd)
+    passes += 1
+print(passes, srv.errors)
+"""
+
+
+def test_out_of_file_descriptors_the_endpoint_rests_instead_of_spinning_the_broker():
+    """accept() failing (EMFILE) with a scraper waiting left the listener
+    readable on every pass: the broker's loop spun at 100%, logging each time."""
+    out = subprocess.run(
+        [sys.executable, "-c", _EMFILE_PROBE, str(free_port())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    passes, errors = map(int, out.stdout.split())
+    assert errors >= 1 and passes < 10, (passes, errors)
