@@ -42,6 +42,7 @@ from common.dlms.axdr import (
 )
 from common.dlms.axdr import summary as data_summary
 from common.dlms.ber import Tlv, decode_tlv, encode_tlv, oid_str
+from common.dlms.count import CIPHERED
 from common.dlms.errors import (
     BadTag,
     BadValue,
@@ -268,40 +269,7 @@ _PLAIN_LAYOUTS: Final[dict[int, tuple[str, Layout]]] = {
     ),
 }
 
-_SERVICE_CIPHERED: Final[dict[int, str]] = {
-    0x21: "glo-initiate-request",
-    0x25: "glo-read-request",
-    0x26: "glo-write-request",
-    0x28: "glo-initiate-response",
-    0x2C: "glo-read-response",
-    0x2D: "glo-write-response",
-    0x2E: "glo-confirmed-service-error",
-    0x36: "glo-unconfirmed-write-request",
-    0x38: "glo-information-report-request",
-    0x41: "ded-initiate-request",
-    0x45: "ded-read-request",
-    0x46: "ded-write-request",
-    0x48: "ded-initiate-response",
-    0x4C: "ded-read-response",
-    0x4D: "ded-write-response",
-    0x4E: "ded-confirmed-service-error",
-    0x56: "ded-unconfirmed-write-request",
-    0x58: "ded-information-report-request",
-    0xC8: "glo-get-request",
-    0xC9: "glo-set-request",
-    0xCA: "glo-event-notification-request",
-    0xCB: "glo-action-request",
-    0xCC: "glo-get-response",
-    0xCD: "glo-set-response",
-    0xCF: "glo-action-response",
-    0xD0: "ded-get-request",
-    0xD1: "ded-set-request",
-    0xD2: "ded-event-notification-request",
-    0xD3: "ded-action-request",
-    0xD4: "ded-get-response",
-    0xD5: "ded-set-response",
-    0xD7: "ded-action-response",
-}
+_SERVICE_CIPHERED: Final[dict[int, str]] = CIPHERED
 for _tag, _name in _SERVICE_CIPHERED.items():
     _PLAIN_LAYOUTS[_tag] = (_name, _CIPHERED)
 

@@ -17,14 +17,9 @@ from typing import Final
 #: The directions counted: from the meter to the HES, and back.
 DIRECTIONS: Final = ("up", "down")
 
-#: Tag byte -> APDU name, written out rather than taken from ``common.dlms.apdu``
-#: so that the processes that count (resolver workers, client) do not import
-#: the whole codec (about 3 MB each); a test checks it matches the codec's tables.
-NAMES: Final[dict[int, str]] = {
-    0x01: "initiate-request",
-    0x08: "initiate-response",
-    0x0E: "confirmed-service-error",
-    0x0F: "data-notification",
+#: The ciphered forms of the xDLMS services (glo-/ded-), tag -> name; the codec
+#: (``common.dlms.apdu``) takes its table from here.
+CIPHERED: Final[dict[int, str]] = {
     0x21: "glo-initiate-request",
     0x25: "glo-read-request",
     0x26: "glo-write-request",
@@ -43,17 +38,6 @@ NAMES: Final[dict[int, str]] = {
     0x4E: "ded-confirmed-service-error",
     0x56: "ded-unconfirmed-write-request",
     0x58: "ded-information-report-request",
-    0x60: "aarq",
-    0x61: "aare",
-    0x62: "rlrq",
-    0x63: "rlre",
-    0xC0: "get-request",
-    0xC1: "set-request",
-    0xC2: "event-notification-request",
-    0xC3: "action-request",
-    0xC4: "get-response",
-    0xC5: "set-response",
-    0xC7: "action-response",
     0xC8: "glo-get-request",
     0xC9: "glo-set-request",
     0xCA: "glo-event-notification-request",
@@ -68,12 +52,34 @@ NAMES: Final[dict[int, str]] = {
     0xD4: "ded-get-response",
     0xD5: "ded-set-response",
     0xD7: "ded-action-response",
+}
+
+#: Tag byte -> APDU name, written out rather than taken from ``common.dlms.apdu``
+#: so that the processes that count (resolver workers, client) do not import
+#: the whole codec (about 3 MB each); a test checks it matches the codec's tables.
+NAMES: Final[dict[int, str]] = {
+    0x01: "initiate-request",
+    0x08: "initiate-response",
+    0x0E: "confirmed-service-error",
+    0x0F: "data-notification",
+    0x60: "aarq",
+    0x61: "aare",
+    0x62: "rlrq",
+    0x63: "rlre",
+    0xC0: "get-request",
+    0xC1: "set-request",
+    0xC2: "event-notification-request",
+    0xC3: "action-request",
+    0xC4: "get-response",
+    0xC5: "set-response",
+    0xC7: "action-response",
     0xD8: "exception-response",
     0xDB: "general-glo-ciphering",
     0xDC: "general-ded-ciphering",
     0xDD: "general-ciphering",
     0xDF: "general-signing",
     0xE0: "general-block-transfer",
+    **CIPHERED,
 }
 _NAMES = NAMES
 
