@@ -273,8 +273,14 @@ class Service:
         self._sockets[sock] = handler
 
     def remove_socket(self, sock: Any) -> None:
+        """Stop polling ``sock`` altogether (for input and, if watched, for room)."""
         self._sockets.pop(sock, None)
         self._writers.pop(sock, None)
+
+    def stop_reading(self, sock: Any) -> None:
+        """Stop polling ``sock`` for input only: a write waiting for room on it
+        (``watch_writable``) still is (backpressure pauses reads, not writes)."""
+        self._sockets.pop(sock, None)
 
     def watch_writable(self, sock: Any, handler: Callable[[], None] | None) -> None:
         """Call ``handler`` in the loop whenever ``sock`` is writable, until

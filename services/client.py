@@ -1589,9 +1589,7 @@ class Client(Service):
         if on:
             self.add_socket(link.fd, self._on_readable)
         else:
-            self.remove_socket(link.fd)  # drops the writer watch too
-            if link.writing:
-                self.watch_writable(link.fd, self._on_writable)
+            self.stop_reading(link.fd)
 
     def _set_writing(self, link: Link, on: bool) -> None:
         if on == link.writing:

@@ -733,9 +733,7 @@ class Uart(Service):
         if on:
             self.add_socket(fd, self._on_readable)
             return
-        self.remove_socket(fd)  # which stops the POLLOUT watch too: keep that
-        if self._waiting:
-            self.watch_writable(fd, self._on_writable)
+        self.stop_reading(fd)
 
     def _on_readable(self) -> None:
         self._read(polled=True)

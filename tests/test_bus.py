@@ -365,7 +365,10 @@ def test_a_write_that_would_block_waits_for_room_in_the_loop(run_dir):
             svc.watch_writable(a.fileno(), None)
             svc.stop()
 
+        svc.add_socket(a.fileno(), lambda: None)
         svc.watch_writable(a.fileno(), writable)
+        # Pausing input (backpressure) leaves the write waiting for room.
+        svc.stop_reading(a.fileno())
 
         def drain() -> None:
             got = 0
