@@ -35,6 +35,7 @@ import fcntl
 import logging
 import os
 import stat
+import struct
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -176,16 +177,30 @@ class PidLock:
 
     @staticmethod
     def holder(run_dir: str | os.PathLike[str], name: str) -> int | None:
-        """The pid holding ``name``'s lock, or None if nobody does."""
-        lock = PidLock(run_dir, name)
+        """The pid holding ``name``'s lock, or None if nobody does.
+
+        Asks the kernel (``F_GETLK``) without taking the lock: a probe that
+        took it, even for a moment, would turn away a worker starting then
+        (it would take the next index instead).
+        """
+        path = os.path.join(run_dir, "pids", f"{name}.pid")
         try:
-            lock.acquire()
-        except LockHeld as held:
-            return held.pid
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        lock.release()
-        return None
+        try:
+            query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+            l_type, _whence, _start, _len, pid = _FLOCK.unpack(
+                fcntl.fcntl(fd, fcntl.F_GETLK, query)
+            )
+        finally:
+            os.close(fd)
+        return None if l_type == fcntl.F_UNLCK else pid
+
+
+# Linux's struct flock: l_type, l_whence (short), l_start, l_len (off_t, 64 bits
+# in CPython's large-file build), l_pid (pid_t), padded to its 8-byte alignment.
+_FLOCK = struct.Struct("@hhqqi4x")
 
 
 def worker_lock(run_dir: str | os.PathLike[str], name: str | None) -> PidLock:

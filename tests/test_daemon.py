@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -127,6 +128,35 @@ def test_lock_is_free_again_when_the_holder_dies(run_dir):
         proc.kill()
         proc.wait(10)
     assert daemon.PidLock.holder(run_dir, "x") is None  # a stale file does not block
+
+
+def test_asking_who_holds_a_lock_never_takes_it(run_dir):
+    # A probe that took the lock for a moment turned away a worker starting then,
+    # which took the next index (it failed CI once): the child here is refused
+    # thousands of times by such a probe, and never by one that only asks.
+    code = (
+        "import sys\n"
+        "from common.daemon import LockHeld, PidLock\n"
+        "refused = 0\n"
+        "for _ in range(3000):\n"
+        "    try:\n"
+        "        PidLock(sys.argv[1], 'x').acquire().release()\n"
+        "    except LockHeld:\n"
+        "        refused += 1\n"
+        "print(refused, flush=True)\n"
+    )
+    (run_dir / "pids").mkdir(mode=0o700, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    probes = 0
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        daemon.PidLock.holder(run_dir, "x")
+        probes += 1
+    out, _ = proc.communicate(timeout=10)
+    assert probes > 0
+    assert out.strip() == "0"
 
 
 # -- private files -------------------------------------------------------------------------
