@@ -182,6 +182,10 @@ class PidLock:
         Asks the kernel (``F_GETLK``) without taking the lock: a probe that
         took it, even for a moment, would turn away a worker starting then
         (it would take the next index instead).
+
+        For other processes' locks only: POSIX record locks belong to the
+        process, so asked from the holder itself it answers None, and closing
+        the descriptor it opened would release the holder's own lock.
         """
         path = os.path.join(run_dir, "pids", f"{name}.pid")
         try:

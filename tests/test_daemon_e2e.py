@@ -354,7 +354,12 @@ def test_scale_4_then_1_under_traffic_loses_nothing_and_restarts_nothing_else(ru
     things.append(hes)
     meter = MeterPty(run_dir / "meter.tty")
     things.append(meter)
-    launcher = Launcher(run_dir, site(run_dir, hes), "--workers", "2", "--quiet")
+    # The watchdog probes a target of its own, if it probes before the client's
+    # link is up: the HES's connection count is the client's reconnects alone.
+    sink = FakeHES().start()
+    things.append(sink)
+    cfg = site(run_dir, hes, WATCHDOG={"targets": [["127.0.0.1", sink.port]]})
+    launcher = Launcher(run_dir, cfg, "--workers", "2", "--quiet")
     things.append(launcher)
     launcher.wait_running(core_names(2))
     hes.wait_connections(1, 20)
@@ -413,11 +418,22 @@ def test_a_healthy_minute_one_hes_connection_and_sighup_reloads_without_reconnec
     things.append(other)
     meter = MeterPty(run_dir / "meter.tty")
     things.append(meter)
-    cfg = site(run_dir, hes)
+    # The watchdog's first target is a listener of its own: with the test's fast
+    # interval it may probe once before the client's link is up (it asks the link
+    # first, and waits one interval for it). From then on it must not probe at all.
+    sink = FakeHES().start()
+    things.append(sink)
+    cfg = site(run_dir, hes, WATCHDOG={"targets": [["127.0.0.1", sink.port]]})
     launcher = Launcher(run_dir, cfg)
     things.append(launcher)
     launcher.wait_running(core_names(2))
     hes.wait_connections(1, 20)
+    wait_for(
+        lambda: "network up from the HES link" in launcher.log("watchdog"),
+        20,
+        "the watchdog taking the client's link as the network's state",
+    )
+    probes_before = sink.connections
     began = time.monotonic()
 
     new = json.loads(json.dumps(cfg))
@@ -453,6 +469,7 @@ def test_a_healthy_minute_one_hes_connection_and_sighup_reloads_without_reconnec
     wait_for(lambda: hes.data() == want, 20, "every payload at the HES")
     assert hes.connections == 1, "the HES saw a connection other than the client's"
     assert other.connections == 0, "the watchdog probed while the link was up"
+    assert sink.connections == probes_before, "the watchdog probed while the link was up"
     for name in CORE:  # the new level is in effect: a DEBUG line appears
         assert "DEBUG" in launcher.log(name) and "log level now DEBUG" in launcher.log(name)
 
