@@ -9,6 +9,9 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 # The build backend that installs the `meterlink` command: pyproject.toml's pin.
 SETUPTOOLS := $(shell grep -o 'setuptools==[0-9.]*' pyproject.toml)
+ifeq ($(SETUPTOOLS),)
+$(error pyproject.toml's build-system must pin setuptools as setuptools==X.Y.Z)
+endif
 
 .PHONY: all venv dev run test chaos tap status bench lint format stop ctl clean
 
