@@ -67,6 +67,7 @@ class Launcher:
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=lambda: os.umask(0o022),
+            start_new_session=True,  # its own process group, as a terminal's job is
         )
         out.close()
 
@@ -411,6 +412,41 @@ def test_scale_4_then_1_under_traffic_loses_nothing_and_restarts_nothing_else(ru
     for name in core_names(1):
         assert launcher.ctl("pid", name).strip() == pids_before[name], name
     assert hes.connections == 1
+
+
+def test_ctrl_c_stops_every_process_at_once_whatever_the_workers(run_dir, things):
+    """A terminal's Ctrl-C is SIGINT to the job's process group: the launcher
+    alone (supervisord has a group of its own). supervisord by itself stops one
+    group per second, and each worker is a group: with 4 workers that took 4.5 s."""
+    hes = FakeHES().start()
+    things.append(hes)
+    meter = MeterPty(run_dir / "meter.tty")
+    things.append(meter)
+    launcher = Launcher(run_dir, site(run_dir, hes), "--workers", "4", "--quiet")
+    things.append(launcher)
+    names = core_names(4)
+    launcher.wait_running(names)
+    hes.wait_connections(1, 20)
+    pids = [int(launcher.ctl("pid", n).strip()) for n in names]
+    started = time.monotonic()
+    os.killpg(launcher.proc.pid, signal.SIGINT)
+    wait_for(lambda: all(_gone(pid) for pid in pids), 30, "every program gone after Ctrl-C")
+    elapsed = time.monotonic() - started
+    assert launcher.proc.wait(10) == 0
+    print(f"Ctrl-C with 4 workers: every program gone after {elapsed:.2f}s")
+    assert elapsed < 1.5, f"stopping took {elapsed:.2f}s"
+    log = launcher.log("supervisord")
+    for name in names:  # stopped as asked, not seen exiting on its own
+        assert f"stopped: {name.split(':')[-1]} (exit status 0)" in log, log[-3000:]
+    assert "exited:" not in log, log[-3000:]
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited: it is a zombie, or gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
 
 
 # -- reload, and a quiet HES -----------------------------------------------------------

@@ -10,8 +10,10 @@ starts supervisord in the foreground, and then shows on the terminal:
 - any process that goes FATAL (or exits for good), once, with the last lines
   of its log.
 
-SIGINT/SIGTERM stop supervisord and with it everything; SIGHUP is a reload
-(SIGHUP to every meterlink process, not supervisord's own restart-all).
+SIGINT/SIGTERM stop every program at once, then supervisord (``stop_stack``;
+supervisord runs in a process group of its own, so a terminal's Ctrl-C reaches
+the launcher only); SIGHUP is a reload (SIGHUP to every meterlink process, not
+supervisord's own restart-all).
 
 ``scale N`` rewrites the file with N workers and applies only the difference
 (``reloadConfig``, then ``removeProcessGroup`` / ``addProcessGroup`` for the
@@ -38,6 +40,7 @@ STATE_FILE = "stack.json"
 CONF_FILE = "supervisord.conf"
 FOLLOW = ("meter_sim", "hes_sim")
 TICK_S = 0.2
+STOP_RPC_TIMEOUT_S = 2.0  # supervisord answers at once unless it is stuck
 STATE_POLL_S = 0.5
 TAIL_LINES = 15
 GATEWAY_TOPICS = ("serial.open", "serial.lost", "link.up", "link.down", "net.up", "net.down")
@@ -188,6 +191,8 @@ def ctl(run_dir: Path, args: list[str]) -> int:
     if not path.exists():
         print(f"meterlink: no stack started by `meterlink run` in {run_dir}", file=sys.stderr)
         return 1
+    if args and args[0] == "shutdown":
+        stop_all_programs(run_dir)  # all at once, not a group per second
     return subprocess.call([bin_path("supervisorctl"), "-c", str(path), *(args or ["status"])])
 
 
@@ -443,15 +448,18 @@ def run(
         f"workers={workers} simulators={'true' if sim else 'false'}",
         flush=True,
     )
-    proc = subprocess.Popen([bin_path("supervisord"), "-c", str(conf_path)], env=env)
+    # supervisord in a process group of its own: a terminal's Ctrl-C reaches this
+    # launcher alone, which stops everything at once (stop_stack).
+    proc = subprocess.Popen(
+        [bin_path("supervisord"), "-c", str(conf_path)], env=env, process_group=0
+    )
     stopping = False
+    stop_sent = False
     reload_asked = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
 
     def hup(*_: object) -> None:
         nonlocal reload_asked
@@ -469,6 +477,9 @@ def run(
     watcher: Watcher | None = None
     try:
         while proc.poll() is None:
+            if stopping and not stop_sent:
+                stop_sent = True
+                stop_stack(run_dir, proc)
             if reload_asked:
                 reload_asked = False
                 try:
@@ -492,6 +503,43 @@ def run(
         if watcher is not None:
             watcher.close()
     return proc.returncode or 0
+
+
+def stop_all_programs(run_dir: Path) -> bool:
+    """Ask supervisord to signal every program at once; False if it cannot.
+
+    supervisord alone stops one process group per one-second tick, and every
+    resolver worker is a group of its own (so that scaling never touches the
+    others): its shutdown would take a second per worker. It cannot take the
+    call before its socket is up, nor once it is shutting down.
+    """
+    import socket
+
+    if not (run_dir / "supervisor.sock").exists():
+        return False
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(STOP_RPC_TIMEOUT_S)
+    try:
+        rpc(run_dir).supervisor.stopAllProcesses(False)
+        return True
+    except (OSError, xmlrpc.client.Error):
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def stop_stack(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Stop every program at once (``stop_all_programs``), then supervisord. If
+    supervisord cannot take the call, every service holding its lock is
+    signalled instead, after supervisord, which restarts none of them while it
+    shuts down."""
+    from common.daemon import signal_holders
+
+    stopped = stop_all_programs(run_dir)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    if not stopped:
+        signal_holders(run_dir)
 
 
 def _follow(path: Path, name: str, offsets: dict[str, int]) -> None:
