@@ -34,7 +34,6 @@ import errno
 import fcntl
 import logging
 import os
-import signal
 import stat
 import struct
 import sys
@@ -206,33 +205,6 @@ class PidLock:
 # Linux's struct flock: l_type, l_whence (short), l_start, l_len (off_t, 64 bits
 # in CPython's large-file build), l_pid (pid_t), padded to its 8-byte alignment.
 _FLOCK = struct.Struct("@hhqqi4x")
-
-
-def signal_holders(run_dir: str | os.PathLike[str], sig: int = signal.SIGTERM) -> list[int]:
-    """Send ``sig`` to every process holding a lock in ``<run_dir>/pids``; the pids.
-
-    ``meterlink run`` does this as it stops supervisord: supervisord stops its
-    process groups one per one-second tick, and every resolver worker is a
-    group of its own (so that scaling never touches the others), so without it
-    a stop takes a second per worker. Never this process's own locks (asking
-    about them would drop them, see ``PidLock.holder``).
-    """
-    mine = {lock.name for lock in _KEEP if lock is not None}
-    try:
-        names = sorted(os.listdir(os.path.join(run_dir, "pids")))
-    except OSError:
-        return []
-    sent: list[int] = []
-    for entry in names:
-        name = entry[: -len(".pid")]
-        if not entry.endswith(".pid") or name in mine:
-            continue
-        pid = PidLock.holder(run_dir, name)
-        if pid and pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-                sent.append(pid)
-    return sent
 
 
 def worker_lock(run_dir: str | os.PathLike[str], name: str | None) -> PidLock:

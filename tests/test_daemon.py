@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -158,55 +157,6 @@ def test_asking_who_holds_a_lock_never_takes_it(run_dir):
     out, _ = proc.communicate(timeout=10)
     assert probes > 0
     assert out.strip() == "0"
-
-
-def test_signal_holders_reaches_every_lock_holder_and_keeps_its_own_lock(run_dir):
-    # The launcher's fallback when supervisord cannot take "stop all" (Ctrl-C
-    # before its socket is up): every service holding its lock is told at once.
-    code = (
-        "from common.daemon import PidLock; import sys, time; "
-        "PidLock(sys.argv[1], sys.argv[2]).acquire(); print('held', flush=True); time.sleep(60)"
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(run_dir), name],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for name in ("broker", "resolver-3")
-    ]
-    mine = daemon.PidLock(run_dir, "uart").acquire()
-    daemon._KEEP.append(mine)
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        sent = daemon.signal_holders(run_dir)
-        assert sorted(sent) == sorted(p.pid for p in procs)
-        for proc in procs:
-            assert proc.wait(10) == -signal.SIGTERM
-        # Its own lock was neither signalled nor dropped.
-        child = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from common.daemon import PidLock; import sys; "
-                "print(PidLock.holder(sys.argv[1], 'uart'))",
-                str(run_dir),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert child.stdout.strip() == str(os.getpid())
-    finally:
-        daemon._KEEP.remove(mine)
-        mine.release()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
 
 
 # -- private files -------------------------------------------------------------------------

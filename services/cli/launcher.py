@@ -12,7 +12,8 @@ starts supervisord in the foreground, and then shows on the terminal:
 
 SIGINT/SIGTERM stop every program at once, then supervisord (``stop_stack``;
 supervisord runs in a process group of its own, so a terminal's Ctrl-C reaches
-the launcher only); SIGHUP is a reload (SIGHUP to every meterlink process, not
+the launcher only, and the launcher stops the stack however it ends, short of
+SIGKILL); SIGHUP is a reload (SIGHUP to every meterlink process, not
 supervisord's own restart-all).
 
 ``scale N`` rewrites the file with N workers and applies only the difference
@@ -41,6 +42,7 @@ CONF_FILE = "supervisord.conf"
 FOLLOW = ("meter_sim", "hes_sim")
 TICK_S = 0.2
 STOP_RPC_TIMEOUT_S = 2.0  # supervisord answers at once unless it is stuck
+STOP_WAIT_S = 30.0  # stopwaitsecs is 2; supervisord then kills what is left
 STATE_POLL_S = 0.5
 TAIL_LINES = 15
 GATEWAY_TOPICS = ("serial.open", "serial.lost", "link.up", "link.down", "net.up", "net.down")
@@ -92,11 +94,27 @@ def check_config(path: Path, run_dir: str) -> tuple[dict[str, Any] | None, list[
 # -- talking to supervisord ----------------------------------------------------------
 
 
-def rpc(run_dir: Path) -> Any:
-    """An XML-RPC proxy to the stack's supervisord (its unix socket)."""
+def rpc(run_dir: Path, timeout: float | None = None) -> Any:
+    """An XML-RPC proxy to the stack's supervisord (its unix socket); with a
+    timeout, each socket operation of its calls gives up after that long."""
     from supervisor.xmlrpc import SupervisorTransport
 
     transport = SupervisorTransport(None, None, f"unix://{run_dir}/supervisor.sock")
+    if timeout is not None:
+        make = transport._get_connection  # supervisor's unix connection ignores .timeout
+
+        def timed() -> Any:
+            conn = make()
+            connect = conn.connect
+
+            def connect_timed() -> None:
+                connect()
+                conn.sock.settimeout(timeout)
+
+            conn.connect = connect_timed
+            return conn
+
+        transport._get_connection = timed
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
@@ -448,18 +466,22 @@ def run(
         f"workers={workers} simulators={'true' if sim else 'false'}",
         flush=True,
     )
-    # supervisord in a process group of its own: a terminal's Ctrl-C reaches this
-    # launcher alone, which stops everything at once (stop_stack).
-    proc = subprocess.Popen(
-        [bin_path("supervisord"), "-c", str(conf_path)], env=env, process_group=0
-    )
+    from supervisor.xmlrpc import SupervisorTransport  # noqa: F401 - not first in a handler
+
+    proc: subprocess.Popen[bytes] | None = None
     stopping = False
-    stop_sent = False
     reload_asked = False
 
     def stop(*_: object) -> None:
+        # Here, not in the loop: the loop may be waiting on supervisord.
         nonlocal stopping
-        stopping = True
+        first, stopping = not stopping, True
+        if proc is None:
+            return
+        if first:
+            stop_stack(run_dir, proc)
+        elif proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
 
     def hup(*_: object) -> None:
         nonlocal reload_asked
@@ -468,6 +490,19 @@ def run(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, hup)
+    # supervisord in a process group of its own: a terminal's Ctrl-C reaches this
+    # launcher alone, which stops every program at once (stop_stack). It writes
+    # its log to the terminal from there: SIGTTOU ignored, so `stty tostop`
+    # cannot stop it (the disposition is inherited across exec).
+    ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen(
+            [bin_path("supervisord"), "-c", str(conf_path)], env=env, process_group=0
+        )
+    finally:
+        signal.signal(signal.SIGTTOU, ttou)
+    if stopping:  # asked to stop while it was being started
+        stop_stack(run_dir, proc)
     logs = run_dir / "logs"
     offsets: dict[str, int] = {}
     follow = FOLLOW if sim and not quiet else ()
@@ -477,9 +512,6 @@ def run(
     watcher: Watcher | None = None
     try:
         while proc.poll() is None:
-            if stopping and not stop_sent:
-                stop_sent = True
-                stop_stack(run_dir, proc)
             if reload_asked:
                 reload_asked = False
                 try:
@@ -502,44 +534,54 @@ def run(
     finally:
         if watcher is not None:
             watcher.close()
+        if proc.poll() is None:
+            # Leaving for any other reason (an error, a terminal gone): supervisord
+            # no longer shares the terminal's signals, so stop it here.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if not stopping:
+                stop_stack(run_dir, proc)
+            try:
+                proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return proc.returncode or 0
 
 
-def stop_all_programs(run_dir: Path) -> bool:
+def stop_all_programs(run_dir: Path, pid: int | None = None) -> bool:
     """Ask supervisord to signal every program at once; False if it cannot.
 
     supervisord alone stops one process group per one-second tick, and every
     resolver worker is a group of its own (so that scaling never touches the
-    others): its shutdown would take a second per worker. It cannot take the
-    call before its socket is up, nor once it is shutting down.
+    others): its own shutdown takes a second per worker. It cannot take the
+    call before its socket is up, nor once it is shutting down. With ``pid``,
+    only the supervisord of that pid is asked (not another stack's that
+    holds the socket).
     """
-    import socket
+    import http.client
+    from xml.parsers.expat import ExpatError
 
     if not (run_dir / "supervisor.sock").exists():
         return False
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(STOP_RPC_TIMEOUT_S)
     try:
-        rpc(run_dir).supervisor.stopAllProcesses(False)
-        return True
-    except (OSError, xmlrpc.client.Error):
+        server = rpc(run_dir, STOP_RPC_TIMEOUT_S)
+        if pid is not None and server.supervisor.getPID() != pid:
+            return False
+        server.supervisor.stopAllProcesses(False)
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException, ExpatError):
         return False
-    finally:
-        socket.setdefaulttimeout(previous)
+    return True
 
 
 def stop_stack(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    """Stop every program at once (``stop_all_programs``), then supervisord. If
-    supervisord cannot take the call, every service holding its lock is
-    signalled instead, after supervisord, which restarts none of them while it
-    shuts down."""
-    from common.daemon import signal_holders
-
-    stopped = stop_all_programs(run_dir)
+    """Stop every program at once (``stop_all_programs``), then supervisord,
+    which exits once they have; if it cannot take the call, supervisord
+    stops them itself, a group at a time."""
+    if proc.poll() is None:
+        stop_all_programs(run_dir, proc.pid)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    if not stopped:
-        signal_holders(run_dir)
 
 
 def _follow(path: Path, name: str, offsets: dict[str, int]) -> None:
