@@ -12,8 +12,8 @@ starts supervisord in the foreground, and then shows on the terminal:
 
 SIGINT/SIGTERM stop every program at once, then supervisord (``stop_stack``;
 supervisord runs in a process group of its own, so a terminal's Ctrl-C reaches
-the launcher only, and the launcher stops the stack however it ends, short of
-SIGKILL); SIGHUP is a reload (SIGHUP to every meterlink process, not
+the launcher only, and the launcher stops the stack also when it ends on an
+error; SIGQUIT too); SIGHUP is a reload (SIGHUP to every meterlink process, not
 supervisord's own restart-all).
 
 ``scale N`` rewrites the file with N workers and applies only the difference
@@ -24,6 +24,7 @@ worker groups); ``reload`` signals every meterlink process with SIGHUP;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -43,6 +44,8 @@ FOLLOW = ("meter_sim", "hes_sim")
 TICK_S = 0.2
 STOP_RPC_TIMEOUT_S = 2.0  # supervisord answers at once unless it is stuck
 STOP_WAIT_S = 30.0  # stopwaitsecs is 2; supervisord then kills what is left
+# What the terminal sends to stop a job (Ctrl-C, Ctrl-\) and what a service manager sends.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
 STATE_POLL_S = 0.5
 TAIL_LINES = 15
 GATEWAY_TOPICS = ("serial.open", "serial.lost", "link.up", "link.down", "net.up", "net.down")
@@ -487,8 +490,8 @@ def run(
         nonlocal reload_asked
         reload_asked = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
     signal.signal(signal.SIGHUP, hup)
     # supervisord in a process group of its own: a terminal's Ctrl-C reaches this
     # launcher alone, which stops every program at once (stop_stack). It writes
@@ -501,16 +504,16 @@ def run(
         )
     finally:
         signal.signal(signal.SIGTTOU, ttou)
-    if stopping:  # asked to stop while it was being started
-        stop_stack(run_dir, proc)
-    logs = run_dir / "logs"
-    offsets: dict[str, int] = {}
-    follow = FOLLOW if sim and not quiet else ()
-    for name in follow:
-        path = logs / f"{name}.log"
-        offsets[name] = path.stat().st_size if path.exists() else 0
     watcher: Watcher | None = None
     try:
+        if stopping:  # asked to stop while it was being started
+            stop_stack(run_dir, proc)
+        logs = run_dir / "logs"
+        offsets: dict[str, int] = {}
+        follow = FOLLOW if sim and not quiet else ()
+        for name in follow:
+            path = logs / f"{name}.log"
+            offsets[name] = path.stat().st_size if path.exists() else 0
         while proc.poll() is None:
             if reload_asked:
                 reload_asked = False
@@ -537,15 +540,17 @@ def run(
         if proc.poll() is None:
             # Leaving for any other reason (an error, a terminal gone): supervisord
             # no longer shares the terminal's signals, so stop it here.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
             if not stopping:
                 stop_stack(run_dir, proc)
             try:
                 proc.wait(STOP_WAIT_S)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                # Not killed: its programs (each in a group of its own) would
+                # be left without it. It has its SIGTERM and goes on stopping.
+                with contextlib.suppress(OSError):  # the output may be what failed
+                    print(f"meterlink: supervisord (pid {proc.pid}) is still stopping", flush=True)
     return proc.returncode or 0
 
 
