@@ -655,7 +655,11 @@ class Connector(threading.Thread):
         try:
             self._wake_w.send(b"\0")
         except OSError:
-            pass  # full pipe: the thread is already due to wake
+            pass  # full pipe (the thread is already due to wake), or closed
+
+    def close_loop_side(self) -> None:
+        """The loop's end of the wake-up pair (the thread closes its own)."""
+        self._wake_w.close()
 
     # -- the thread ------------------------------------------------------------------
 
@@ -838,10 +842,6 @@ class Client(Service):
         self._connecting = False  # a connect attempt is under way
         self._attempt = 0  # connect attempts since the last stable link
         self._down_since = time.monotonic()
-        # Downlink window: bytes read from the HES and not yet written to the
-        # meter. The loop stops reading at DOWNLINK_WINDOW_BYTES, so TCP pushes
-        # back on the HES.
-        self._dl_unacked = 0
         self._gen = 0
         self._up = False
         self._since = time.time()
@@ -887,7 +887,9 @@ class Client(Service):
         self._units: collections.deque[tuple[str, int, int, int, float | None]] = (
             collections.deque()
         )
-        # Downlink delivery: HES data held until the uart has written it.
+        # Downlink delivery: HES data held until the uart has written it. Its
+        # held bytes are the downlink window: the loop stops reading at
+        # DOWNLINK_WINDOW_BYTES, so TCP pushes back on the HES.
         self.dl: delivery.Sender[list[bytes]] = delivery.Sender(
             bus.CLIENT, self.inst, DOWNLINK_WINDOW_BYTES
         )
@@ -953,6 +955,7 @@ class Client(Service):
             self.last_error = "stopping"
         if self.connector.is_alive():
             self.connector.join(STOP_JOIN_S)
+        self.connector.close_loop_side()
         n = sum(1 for id_, _, _ in self._inflight if id_ is None)
         self._flush_gathered(pump=False, force=True)
         if n:
@@ -1507,7 +1510,7 @@ class Client(Service):
         if self.target.registration:
             link.out.append((framing.encode(self.target.registration), False))
             self.stats.registrations += 1
-        self._set_reading(link, self._dl_unacked < DOWNLINK_WINDOW_BYTES)
+        self._set_reading(link, self.dl.held_bytes < DOWNLINK_WINDOW_BYTES)
         self._schedule_heartbeat(link)
         self._mirror_stats()
         self._link_up(self._gen + 1)
@@ -1552,7 +1555,7 @@ class Client(Service):
             self._poll_acks(link)
         except LinkClosed:
             pass
-        self.stats.unacked_resent += link.payloads
+        self.stats.unacked_resent += link.payloads + self._retry_payloads(link)
         link.unacked.clear()
         link.out.clear()
         link.failed = link.failed or "closed"
@@ -1607,7 +1610,7 @@ class Client(Service):
     def _read(self, link: Link) -> None:
         """One read (and what TLS holds decrypted), while the downlink window is open."""
         sock = link.sock
-        while self._dl_unacked < DOWNLINK_WINDOW_BYTES:
+        while self.dl.held_bytes < DOWNLINK_WINDOW_BYTES:
             try:
                 data = sock.recv(RECV_SIZE)
             except (_ssl.SSLWantReadError, _ssl.SSLWantWriteError, BlockingIOError):
@@ -1621,24 +1624,22 @@ class Client(Service):
             self.stats.tcp_bytes_down += len(data)
             chunks = link.decoder.feed(data)
             for chunk in chunks:  # with the wrapper, one APDU each
-                self._dl_unacked += len(chunk)
                 self._downlink(chunk)
             if link.decoder.error is not None:
                 self._bad_framing(link.decoder.error)
             if not (link.tls and sock.pending()):
                 break
-        if self._dl_unacked >= DOWNLINK_WINDOW_BYTES:
+        if self.dl.held_bytes >= DOWNLINK_WINDOW_BYTES:
             # The meter is that far behind: read no more until the uart has
             # written some (TCP pushes back on the HES).
             self._set_reading(link, False)
 
-    def _downlink_done(self, nbytes: int) -> None:
-        """``nbytes`` of downlink data were written to the meter (or forgotten)."""
-        self._dl_unacked = max(0, self._dl_unacked - nbytes)
+    def _downlink_done(self) -> None:
+        """Downlink data the window held were written to the meter."""
         link = self._link
         if link is None or link.failed is not None or link.reading:
             return
-        if self._dl_unacked < DOWNLINK_WINDOW_BYTES:
+        if self.dl.held_bytes < DOWNLINK_WINDOW_BYTES:
             self._set_reading(link, True)
             if link.tls and link.sock.pending():
                 # Decrypted already: the poller will not report it.
@@ -1733,6 +1734,22 @@ class Client(Service):
                 # less and less often while nothing moves.
                 link.wrote = True
                 self._schedule_acks(link, 0.0)
+
+    @staticmethod
+    def _retry_payloads(link: Link) -> int:
+        """The payloads of a TLS write left to retry: TLS may have handed some of
+        its records to the kernel before it wanted to write again, so any of them
+        may be at the HES already and is counted as possibly sent twice."""
+        if link.retry is None:
+            return 0
+        left, offset, n = len(link.retry), link.offset, 0
+        for data, counted in link.out:
+            if left <= 0:
+                break
+            n += counted
+            left -= len(data) - offset
+            offset = 0
+        return n
 
     def _wrote(self, link: Link, n: int) -> None:
         """``n`` bytes of ``link.out`` were written: mark where its whole payloads end."""
@@ -1852,7 +1869,7 @@ class Client(Service):
             metrics.observe(self.counters, "downlink", now - unit.born)
         if released:
             self.counters["downlink.units_written"] += len(released)
-            self._downlink_done(sum(u.size for u in released))
+            self._downlink_done()
 
     def _on_nack(self, env: bus.Envelope) -> None:
         if env.src != bus.UART:
