@@ -933,6 +933,11 @@ def test_slow_hes_holds_payloads_in_memory_and_a_sigkill_then_loses_nothing(stac
 
         acked = highest(1.0)
         assert acked < n - 1, f"unit {acked} acknowledged while its bytes were unacknowledged"
+        # No more than the relay's TCP took (what it holds, and what it passed
+        # to the HES before it paused): a client acknowledging units when it
+        # wrote them would pass the bound above, not this one.
+        taken = relay.inq(0) + len(hes.data())
+        assert (acked + 1) * len(items[0]) <= taken, f"unit {acked} acknowledged, {taken} B taken"
         client.kill(signal.SIGKILL)
         again = stack.start("services.client")
         # The uart sends again everything not acknowledged (here: all of it;
