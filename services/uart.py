@@ -365,12 +365,17 @@ class _Link:
                 while not self.stop.is_set() and self.fault is None:
                     if not self.room.wait(HOLD_WAIT_S) or not self.taken.wait(HOLD_WAIT_S):
                         continue
-                    first = port.read(port.in_waiting or 1)
-                    # One hand-over per read: take what else is there now
-                    # (socket:// says 1 for "some", so that goes byte-wise).
-                    buf = bytearray(first)
-                    while buf and len(buf) < READ_MAX and port.in_waiting:
-                        buf += port.read(min(port.in_waiting, READ_MAX - len(buf)))
+                    buf = bytearray()
+                    try:
+                        buf += port.read(min(port.in_waiting or 1, READ_MAX))
+                        # One hand-over per read: take what else is there now
+                        # (socket:// says 1 for "some", so that goes byte-wise).
+                        while buf and len(buf) < READ_MAX and port.in_waiting:
+                            buf += port.read(min(port.in_waiting, READ_MAX - len(buf)))
+                    except Exception as exc:  # the port's; what it gave first goes first
+                        if not buf:
+                            raise
+                        self.fault = str(exc) or type(exc).__name__
                     data = bytes(buf)
                     if data:
                         self.taken.clear()
@@ -1148,6 +1153,11 @@ class Uart(Service):
             while len(marks) > delivery.STREAMS_MAX:
                 del marks[next(iter(marks))]
         except JournalError as exc:
+            # Unlike every other journal error this one does not stop the uart:
+            # the unit is on the line already, and a restart would write it to
+            # the meter again. Acknowledged; only a later restart's replay
+            # misses the mark (and the client's resend is then taken again).
+            self.counters["journal.mark_errors"] += 1
             log.warning("journal mark failed error=%s", exc)
         if self.down.made_durable(src, inst, n):
             self.send(src, bus.OP_ACK, [inst, self.down.durable(src, inst)])

@@ -850,6 +850,36 @@ def test_a_url_port_whose_write_fails_loses_none_of_what_its_reader_read(
     assert sent == frames[: len(sent)]
 
 
+def test_a_url_port_whose_peer_sends_then_closes_loses_none_of_it(run_dir: Path):
+    """A bridge that sends its frames and then closes the connection: pyserial's
+    socket:// says "some" at the end of the stream and its next read raises, so
+    what the reader gathered in that read must reach the loop before the loss."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    frames = numbered(300, 60, seed=11)
+    conns: list[socket.socket] = []
+
+    def meter_side() -> None:
+        conn, _ = server.accept()
+        conns.append(conn)
+        conn.sendall(b"".join(frames))
+        conn.close()
+
+    threading.Thread(target=meter_side, daemon=True).start()
+    uart = loop_uart(run_dir, port=f"socket://127.0.0.1:{server.getsockname()[1]}")
+    batches = sent_batches(uart)
+    try:
+        uart.setup()
+        drive(uart, lambda: uart._rx["reopens"] >= 1, timeout=20)
+    finally:
+        uart.close()
+        server.close()
+        for conn in conns:
+            conn.close()
+    sent = [f for batch in batches for f in batch]
+    assert len(sent) == len(frames) and sent == frames, f"{len(sent)} of {len(frames)} frames"
+
+
 def test_a_journal_that_fails_stops_the_uart_instead_of_leaving_it_deaf(
     run_dir: Path, meter: MeterPty, monkeypatch, caplog
 ):
