@@ -299,6 +299,10 @@ def generate_validator() -> str:
     code = fastjsonschema.compile_to_code(SCHEMA, use_default=False, detailed_exceptions=False)
     if _IMPORT_LINE not in code or _DECIMAL_LINE not in code:
         raise RuntimeError("fastjsonschema's generated code changed shape; update config.py")
+    if "Decimal(" in code:
+        # A float multipleOf makes the validator build Decimals: the stand-in
+        # would raise TypeError instead of naming the bad key.
+        raise RuntimeError("the validator builds Decimals now; drop the stand-in in config.py")
     header = (
         "# Generated from common.config.SCHEMA by `python -m common.config --generate`.\n"
         "# Do not edit; a test fails when it no longer matches SCHEMA.\n"
