@@ -177,6 +177,24 @@ def test_bad_config_is_refused_before_anything_starts(run_dir, things):
     assert not (run_dir / "supervisor.sock").exists()
 
 
+def test_skip_check_with_a_file_that_does_not_load_still_shows_each_fatal(run_dir, things):
+    """`run --skip-check` on a config no service can load: the launcher has no
+    config either (so no bus to follow), but every FATAL still reaches the
+    terminal with the error from the process's log."""
+    hes = FakeHES().start()
+    things.append(hes)
+    cfg = site(run_dir, hes, UART={"baudrate": "fast"})
+    launcher = Launcher(run_dir, cfg, "--skip-check", "--quiet")
+    things.append(launcher)
+    message = 'config key UART.baudrate: must be integer, not "fast"'
+    wait_for(
+        lambda: message in launcher.output().split("FATAL meterlink:uart", 1)[-1],
+        30,
+        "the uart's FATAL with its error on the launcher's output",
+    )
+    assert launcher.proc.poll() is None  # it keeps running for the operator
+
+
 def _stamp(log: str, what: str) -> float:
     """When supervisord logged the first line of ``log`` with ``what`` (its own wall-clock
     stamp, the only record there is of when it acted), in seconds."""

@@ -299,19 +299,24 @@ def describe_event(topic: str, data: Any) -> str:
 class Watcher:
     """Follows the bus's state events and supervisord's process states."""
 
-    def __init__(self, run_dir: Path, cfg: dict[str, Any]) -> None:
-        import zmq
-
-        from common import bus, buskeys
-
+    def __init__(self, run_dir: Path, cfg: dict[str, Any] | None) -> None:
+        """Without a config (``run --skip-check`` on a file that does not load)
+        only the process states are followed: where the bus is is unknown."""
         self.run_dir = run_dir
-        self.ctx: Any = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.LINGER, 0)
-        buskeys.client(self.sub, cfg["BUS"], str(run_dir), buskeys.TOOLS)
-        for topic in (*GATEWAY_TOPICS, bus.T_SERIAL_STATUS, bus.T_LINK_STATUS):
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.sub.connect(bus.endpoint(cfg["BUS"], str(run_dir), bus.EVENTS_OUT))
+        self.ctx: Any = None
+        self.sub: Any = None
+        if cfg is not None:
+            import zmq
+
+            from common import bus, buskeys
+
+            self.ctx = zmq.Context()
+            self.sub = self.ctx.socket(zmq.SUB)
+            self.sub.setsockopt(zmq.LINGER, 0)
+            buskeys.client(self.sub, cfg["BUS"], str(run_dir), buskeys.TOOLS)
+            for topic in (*GATEWAY_TOPICS, bus.T_SERIAL_STATUS, bus.T_LINK_STATUS):
+                self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            self.sub.connect(bus.endpoint(cfg["BUS"], str(run_dir), bus.EVENTS_OUT))
         self.reported: dict[str, float] = {}  # process -> stop time reported
         self.shown_status: dict[str, str] = {}
         self.next_poll = 0.0
@@ -320,7 +325,7 @@ class Watcher:
     def poll_events(self, out: Any) -> None:
         from common import bus
 
-        while self.sub.poll(0):
+        while self.sub is not None and self.sub.poll(0):
             parts = self.sub.recv_multipart()
             topic = parts[0].decode(errors="replace")
             try:
@@ -399,8 +404,9 @@ class Watcher:
                 print(f"    {line}", file=out, flush=True)
 
     def close(self) -> None:
-        self.sub.close(linger=0)
-        self.ctx.term()
+        if self.sub is not None:
+            self.sub.close(linger=0)
+            self.ctx.term()
 
 
 def run(
@@ -524,7 +530,7 @@ def run(
             if not stopping:
                 for name in follow:
                     _follow(logs / f"{name}.log", name, offsets)
-                if watcher is None and cfg is not None and (run_dir / "supervisor.sock").exists():
+                if watcher is None and (run_dir / "supervisor.sock").exists():
                     watcher = Watcher(run_dir, cfg)
                 if watcher is not None:
                     watcher.poll_processes(sys.stdout)
@@ -534,6 +540,10 @@ def run(
                 proc.wait(TICK_S)
             except subprocess.TimeoutExpired:
                 pass
+    except BrokenPipeError:
+        # Whoever read our output is gone (`run | head`): stop the stack without
+        # a traceback, and without another at exit when Python flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         if watcher is not None:
             watcher.close()
