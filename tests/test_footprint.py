@@ -109,3 +109,32 @@ def test_bytecode_is_written_before_the_processes_start_whatever_the_environment
             assert not os.path.exists(ro / "common" / "__pycache__")
     finally:
         os.chmod(ro / "common", 0o700)
+
+
+def test_boot_without_arguments_leaves_them_out_too(run_dir) -> None:
+    """What supervisord starts: ``boot()`` with no arguments (no argparse), the run
+    directory checked and the config loaded, as every service's ``main()`` does."""
+    from tests.conftest import base_config
+
+    cfg = run_dir / "c.json"
+    cfg.write_text(json.dumps(base_config(run_dir)))
+    code = (
+        "import json, sys\n"
+        "from common import daemon\n"
+        "daemon.boot('broker', argv=[], lock=False)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = dict(os.environ, METERLINK_RUN_DIR=str(run_dir), METERLINK_CONFIG=str(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    present, importers = set(json.loads(proc.stdout.splitlines()[-1])), _importers(proc.stderr)
+    assert "common.config" in present  # the config was loaded
+    unwanted = [m for m in KEPT_OUT if m in present]
+    assert not unwanted, ", ".join(f"{m} (imported by {importers.get(m, '?')})" for m in unwanted)
