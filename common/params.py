@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final, Self
 
+from common.frozen import Frozen
 from common.rfc1662 import (
     CMD_EVENT,
     CMD_GET,
@@ -130,44 +131,10 @@ TAG_NAMES: Final = {
 }
 
 
-class _Frozen:
-    """An immutable value whose fields are ``__match_args__``: compared, hashed and shown
-    by them, equal only to the same class (what a frozen dataclass gives, without the
-    memory that importing ``dataclasses`` costs every process). Subclasses name their
-    fields in ``__slots__`` and set them in ``__init__`` with ``object.__setattr__``."""
-
-    __slots__ = ()
-    __match_args__: ClassVar[tuple[str, ...]] = ()
-
-    def _fields(self) -> tuple[object, ...]:
-        return tuple([getattr(self, name) for name in self.__match_args__])
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, _Frozen) and other.__class__ is self.__class__:
-            return self._fields() == other._fields()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
-        return f"{type(self).__qualname__}({args})"
-
-    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
-        return (type(self), self._fields())
-
-
 _set = object.__setattr__
 
 
-class Value(_Frozen):
+class Value(Frozen):
     """A typed parameter value, A-XDR encoded as ``tag [len] value``.
 
     ``value`` is ``bytes`` for CHAR and STR (at most 255 bytes) and DATETIME (exactly
@@ -379,7 +346,7 @@ def _parse_typed(info: bytes, what: str) -> tuple[int, int, Value]:
 # --- messages ---------------------------------------------------------------------------
 
 
-class Message(_Frozen):
+class Message(Frozen):
     """Base of the 0x2200 messages: each sets ``cmd`` and implements the layout."""
 
     __slots__ = ()

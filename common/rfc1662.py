@@ -26,6 +26,8 @@ import binascii
 from collections.abc import Sequence
 from typing import Final
 
+from common.frozen import Frozen
+
 __all__ = [
     "ADDRESS",
     "CMD_ACTION",
@@ -135,7 +137,7 @@ class TooLong(FrameError):
 # --- frame value ------------------------------------------------------------------------
 
 
-class Frame:
+class Frame(Frozen):
     """One meter-side frame: ``protocol`` (16 bit), ``cmd`` (8 bit) and ``info`` bytes.
 
     Fields are checked when built; a bad one raises ``ValueError``. ``info`` may be given
@@ -143,8 +145,9 @@ class Frame:
     equal (and hashing alike) when their fields are.
     """
 
-    # A plain class rather than a frozen dataclass: the same behaviour, without the
-    # memory that importing dataclasses costs every process.
+    # A Frozen rather than a frozen dataclass: the same behaviour, without the
+    # memory that importing dataclasses costs every process. Its own equality
+    # and hash: the codec makes and compares many.
     __slots__ = ("protocol", "cmd", "info")
     __match_args__ = ("protocol", "cmd", "info")
 
@@ -176,12 +179,6 @@ class Frame:
         _set_cmd(self, c)
         _set_info(self, i)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: a Frame is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: a Frame is immutable")
-
     def __eq__(self, other: object) -> bool:
         if type(other) is not Frame:
             return NotImplemented
@@ -189,12 +186,6 @@ class Frame:
 
     def __hash__(self) -> int:
         return hash((self.protocol, self.cmd, self.info))
-
-    def __repr__(self) -> str:
-        return f"Frame(protocol={self.protocol!r}, cmd={self.cmd!r}, info={self.info!r})"
-
-    def __reduce__(self) -> tuple[type[Frame], tuple[int, int, bytes]]:
-        return (Frame, (self.protocol, self.cmd, self.info))
 
 
 # The slot descriptors let the codec fill a Frame without the frozen __setattr__ guard and

@@ -391,6 +391,14 @@ def test_module_imports_only_the_codec() -> None:
     source = Path(params.__file__).read_text(encoding="utf-8")
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert all(
-        line.startswith(("from __future__", "from dataclasses", "from typing", "from common.rfc"))
+        line.startswith(
+            (
+                "from __future__",
+                "from dataclasses",
+                "from typing",
+                "from common.rfc",
+                "from common.frozen",
+            )
+        )
         for line in imports
     ), imports

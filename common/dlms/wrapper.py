@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Final
 
 from common.dlms.errors import WrapperError
+from common.frozen import Frozen
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
@@ -48,10 +49,10 @@ class BadWrapperLength(WrapperError):
     """The header's length is 0, above the maximum, or disagrees with the data."""
 
 
-class WrapperPdu:
+class WrapperPdu(Frozen):
     """One wrapper PDU: header fields and the APDU it carries (an immutable value)."""
 
-    # A plain class rather than a frozen dataclass: the same behaviour, without the
+    # A Frozen rather than a frozen dataclass: the same behaviour, without the
     # memory that importing dataclasses costs the client process.
     __slots__ = ("version", "source", "destination", "apdu")
     __match_args__ = ("version", "source", "destination", "apdu")
@@ -75,29 +76,6 @@ class WrapperPdu:
 
     def _fields(self) -> tuple[int, int, int, bytes]:
         return (self.version, self.source, self.destination, self.apdu)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: a WrapperPdu is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: a WrapperPdu is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not WrapperPdu:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return (
-            f"WrapperPdu(version={self.version!r}, source={self.source!r}, "
-            f"destination={self.destination!r}, apdu={self.apdu!r})"
-        )
-
-    def __reduce__(self) -> tuple[type[WrapperPdu], tuple[int, int, int, bytes]]:
-        return (WrapperPdu, self._fields())
 
 
 def wrap(apdu: bytes, src: int, dst: int) -> bytes:
