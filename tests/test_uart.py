@@ -792,6 +792,25 @@ def test_at_the_uplink_bound_the_loop_stops_polling_the_port_and_an_ack_resumes_
     assert "uplink held at bound" in caplog.text and "uplink room again" in caplog.text
 
 
+def socket_meter(data: bytes, then_close: bool) -> tuple[socket.socket, list[socket.socket]]:
+    """A meter behind a TCP serial bridge on 127.0.0.1 (for a socket:// port): it
+    sends ``data`` as soon as the uart connects, and closes if told to; the
+    listener and the accepted connection, for the test to close."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    conns: list[socket.socket] = []
+
+    def meter_side() -> None:
+        conn, _ = server.accept()
+        conns.append(conn)
+        conn.sendall(data)
+        if then_close:
+            conn.close()
+
+    threading.Thread(target=meter_side, daemon=True).start()
+    return server, conns
+
+
 def test_a_url_port_whose_write_fails_loses_none_of_what_its_reader_read(
     run_dir: Path, monkeypatch
 ):
@@ -800,17 +819,9 @@ def test_a_url_port_whose_write_fails_loses_none_of_what_its_reader_read(
     loop would drop them as from a closed link). Every byte the reader read
     reaches the loop, and the frames go out once, in order (and what the meter
     sent as soon as it was connected is not thrown away by the open)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(10)
     frames = numbered(300, 60, seed=7)
-    conns: list[socket.socket] = []
-
-    def meter_side() -> None:
-        conn, _ = server.accept()
-        conns.append(conn)
-        conn.sendall(b"".join(frames))  # at once: the uart's open must not discard it
-
-    threading.Thread(target=meter_side, daemon=True).start()
+    # At once: the uart's open must not discard it.
+    server, conns = socket_meter(b"".join(frames), then_close=False)
 
     def failing_write(port: Any, data: memoryview, timeout: float) -> tuple[int, str]:
         raise OSError(104, "Connection reset by peer (write side only)")
@@ -854,18 +865,8 @@ def test_a_url_port_whose_peer_sends_then_closes_loses_none_of_it(run_dir: Path)
     """A bridge that sends its frames and then closes the connection: pyserial's
     socket:// says "some" at the end of the stream and its next read raises, so
     what the reader gathered in that read must reach the loop before the loss."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(10)
     frames = numbered(300, 60, seed=11)
-    conns: list[socket.socket] = []
-
-    def meter_side() -> None:
-        conn, _ = server.accept()
-        conns.append(conn)
-        conn.sendall(b"".join(frames))
-        conn.close()
-
-    threading.Thread(target=meter_side, daemon=True).start()
+    server, conns = socket_meter(b"".join(frames), then_close=True)
     uart = loop_uart(run_dir, port=f"socket://127.0.0.1:{server.getsockname()[1]}")
     batches = sent_batches(uart)
     try:
