@@ -116,6 +116,17 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+                self._stop_orphaned_supervisord()
+
+    def _stop_orphaned_supervisord(self) -> None:
+        """The launcher hung and was killed: its supervisord (in a process group
+        of its own) would keep the stack running past the test."""
+        try:
+            pid = int((self.run_dir / "supervisord.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            return
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, "the orphaned supervisord")
 
     def dump(self) -> str:
         parts = [f"--- launcher ---\n{self.output()[-4000:]}"]
