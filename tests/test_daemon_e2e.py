@@ -126,7 +126,7 @@ class Launcher:
             os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError, IndexError):
             return
-        wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, "the orphaned supervisord")
+        wait_for(lambda: _gone(pid), 30, "the orphaned supervisord")
 
     def dump(self) -> str:
         parts = [f"--- launcher ---\n{self.output()[-4000:]}"]
