@@ -447,8 +447,9 @@ class Deframer:
     where the length says), ``oversize`` (length over max), ``bad_length`` (quectel:
     length 0; rfc1662: frame too short), ``bad_header`` and ``bad_escape`` (rfc1662),
     ``truncated`` (partial frames dropped by ``flush``). quectel: every byte fed ends up
-    in exactly one of a returned frame, ``garbage_bytes`` or the buffer (``pending``).
-    rfc1662: flags are delimiters and idle fill, never garbage, and a flag shared by two
+    in a returned frame, ``garbage_bytes`` or the buffer (``pending``), in exactly one
+    of them but for a flag that closes one returned frame and opens the next, which is
+    in both. rfc1662: flags are delimiters and idle fill, never garbage, and a flag shared by two
     frames belongs to both.
     """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from common import rfc1662
@@ -496,6 +496,13 @@ def _chunks(data: bytes, seed: int) -> list[bytes]:
 
 @FAST
 @given(st.lists(_pieces, max_size=12), st.integers(0, 10_000), st.sampled_from(PROFILES))
+# Found once in CI: a frame cut just before its closing flag, closed by the next
+# frame's opening flag, which both frames then share.
+@example(
+    pieces=[("cut", (Frame(0, 0, b"\x00\x00"), 12)), ("frame", Frame(0, 0, b""))],
+    seed=0,
+    profile="quectel",
+)
 def test_deframer_any_stream_yields_only_valid_frames(
     pieces: list[tuple[str, Any]], seed: int, profile: str
 ) -> None:
@@ -515,7 +522,15 @@ def test_deframer_any_stream_yields_only_valid_frames(
     # Chunking does not change what comes out.
     assert feed_all(Deframer(profile, max_info=max_info), [data]) == out
     if profile == "quectel":
-        assert sum(map(len, out)) + d.garbage_bytes == len(data)
+        # Every byte is in a frame, in the garbage count or was buffered; a flag
+        # shared by two frames (one's closing, the next's opening) is in both.
+        shared, end = 0, 0
+        for raw in out:
+            at = data.find(raw, max(0, end - 1))
+            assert at >= 0 and (at >= end or at == end - 1 and raw[0] == 0x7E)
+            shared += at == end - 1
+            end = at + len(raw)
+        assert sum(map(len, out)) - shared + d.garbage_bytes == len(data)
 
 
 @FAST
