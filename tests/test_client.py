@@ -116,6 +116,18 @@ IN_FLIGHT_ITEMS = 3000  # 1 KiB each: far more than the TCP buffers on either si
 PEER_RCVBUF = 16384  # the receiving side's window stays small
 
 
+def highest_ack(acks: Any, inst: int, timeout: float) -> int:
+    """The highest unit of uart instance ``inst`` the client acknowledged on the
+    ``acks`` inbox within ``timeout`` seconds (-1: none)."""
+    top, deadline = -1, time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if acks.poll(int(left * 1000) + 1):
+            env = bus.decode(acks.recv_multipart()[-1])
+            if env.op == bus.OP_ACK and env.data[0] == inst:
+                top = max(top, env.data[1])
+    return top
+
+
 def kib_items(rng: random.Random, n: int) -> list[bytes]:
     return [b"P%06d:" % i + rng.randbytes(1016) for i in range(n)]
 
@@ -855,13 +867,7 @@ def test_a_unit_is_acknowledged_only_once_the_hes_tcp_has_its_payloads(stack, ru
         wait_for(Stalled(lambda: relay.inq(0)), 15, "the relay's window to shut")
 
         def highest(timeout: float) -> int:
-            top, deadline = -1, time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                if acks.poll(int(left * 1000) + 1):
-                    env = bus.decode(acks.recv_multipart()[-1])
-                    if env.op == bus.OP_ACK and env.data[0] == 77:
-                        top = max(top, env.data[1])
-            return top
+            return highest_ack(acks, 77, timeout)
 
         # Acks of the units the window took may come; the last one's may not.
         stalled = highest(1.0)
@@ -923,13 +929,7 @@ def test_slow_hes_holds_payloads_in_memory_and_a_sigkill_then_loses_nothing(stac
         assert entry["counters"].get("spool.appended", 0) == 0, entry["counters"]
 
         def highest(timeout: float) -> int:
-            top, deadline = -1, time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                if acks.poll(int(left * 1000) + 1):
-                    env = bus.decode(acks.recv_multipart()[-1])
-                    if env.op == bus.OP_ACK and env.data[0] == 78:
-                        top = max(top, env.data[1])
-            return top
+            return highest_ack(acks, 78, timeout)
 
         acked = highest(1.0)
         assert acked < n - 1, f"unit {acked} acknowledged while its bytes were unacknowledged"
